@@ -1,0 +1,1 @@
+"""Seed sources: where the inputs of a run come from."""

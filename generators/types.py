@@ -1,0 +1,125 @@
+"""The values a backend takes and returns, and the contract every backend keeps."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from mmsynth.prompts.messages import RenderedPrompt, stable_hash
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to sample, field by field as vLLM names them.
+
+    temperature: 0 means greedy decoding.
+    top_p: nucleus sampling mass.
+    max_tokens: the most tokens one output may have; an output cut here ends with finish_reason "length".
+    n: outputs per request (one request with n samples, never n requests).
+    seed: per-request sampling seed; the factory derives it from the run seed and the record, so reruns repeat.
+    stop: strings that end an output.
+    """
+
+    temperature: float = 0.7
+    top_p: float = 1.0
+    max_tokens: int = 256
+    n: int = 1
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["stop"] = list(self.stop)
+        return d
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One call to a model: a rendered prompt, how to sample it, and the cache key that names it."""
+
+    prompt: RenderedPrompt
+    sampling: SamplingParams
+    key: str  # content address of everything that changes the output; see request_key()
+
+    @property
+    def output_schema(self) -> dict[str, Any] | None:
+        return self.prompt.output_schema
+
+
+def request_key(prompt: RenderedPrompt, sampling: SamplingParams, model: str, revision: str, backend: str) -> str:
+    """Content address of a request: messages (system prompt included), image hashes, template hash,
+    model and revision, backend, sampling parameters and seed. Anything that changes the output is in it."""
+    return stable_hash(
+        {
+            "prompt": prompt.canonical(),
+            "sampling": sampling.to_dict(),
+            "model": model,
+            "revision": revision,
+            "backend": backend,
+        }
+    )
+
+
+@dataclass(frozen=True)
+class Output:
+    text: str
+    finish_reason: str  # "stop" | "length" | "error"
+
+
+@dataclass(frozen=True)
+class Generation:
+    """A backend's answer to one request: n outputs, or an error that says why there are none.
+
+    A non-retryable failure (context too long, invalid schema, undecodable image) is an answer, not
+    an exception: it becomes a rejected record with `error` as its reason, and the run goes on.
+    """
+
+    outputs: tuple[Output, ...]
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "outputs": [[o.text, o.finish_reason] for o in self.outputs],
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "error": self.error,
+            "extra": self.extra,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Generation:
+        return cls(
+            outputs=tuple(Output(t, f) for t, f in d["outputs"]),
+            prompt_tokens=d.get("prompt_tokens", 0),
+            completion_tokens=d.get("completion_tokens", 0),
+            error=d.get("error"),
+            extra=d.get("extra") or {},
+        )
+
+    @classmethod
+    def failed(cls, reason: str) -> Generation:
+        return cls(outputs=(), error=reason)
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A text-producing model. The engine sends lists of at most `batch_size` requests, with at most
+    `max_concurrency` lists in flight, and gets one Generation per request, in order.
+
+    In-process backends batch (batch_size > 1, max_concurrency 1); network backends take one request
+    per call and many calls at once. `generate` raises only for failures that should stop the run
+    (model cannot load, server gone); a bad request is answered with Generation.failed(reason).
+    """
+
+    name: str  # registry key: "transformers", "vllm-server", ...
+    model: str  # what the user named: a path, a Hub id, "tiny:vlm"
+    revision: str  # commit sha for Hub models, content hash for local folders
+    batch_size: int
+    max_concurrency: int
+
+    async def generate(self, requests: list[GenerationRequest]) -> list[Generation]: ...
+
+    def close(self) -> None: ...

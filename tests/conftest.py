@@ -1,0 +1,70 @@
+"""Shared fixtures: tiny random-weight models built once per session, isolated caches and env."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _isolate_env(monkeypatch, tmp_path_factory):
+    # No test may reach a hub or write to the user's caches.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path_factory.getbasetemp() / "hf_home"))
+    monkeypatch.setenv("MMSYNTH_HOME", str(tmp_path_factory.getbasetemp() / "mmsynth_home"))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("tiny_models")
+
+
+def _tiny(kind: str, tiny_dir: Path) -> Path:
+    from mmsynth.generators.tiny_models import make_tiny
+
+    return make_tiny(kind, tiny_dir / kind)
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(tiny_dir) -> Path:
+    """A random-weight Qwen2 causal LM folder (head_dim 32), loadable with from_pretrained."""
+    return _tiny("lm", tiny_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm(tiny_dir) -> Path:
+    """A random-weight Idefics3 VLM folder with its processor."""
+    return _tiny("vlm", tiny_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_sd(tiny_dir) -> Path:
+    """A random-weight Stable Diffusion pipeline folder."""
+    return _tiny("sd", tiny_dir)
+
+
+def pytest_collection_modifyitems(config, items):
+    has_gpu = False
+    try:
+        import torch
+
+        has_gpu = torch.cuda.is_available()
+    except ImportError:
+        pass
+    for item in items:
+        if "gpu" in item.keywords and not has_gpu:
+            item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU"))
+        if "network" in item.keywords and not os.environ.get("MMSYNTH_NETWORK_TESTS"):
+            item.add_marker(pytest.mark.skip(reason="needs the network; set MMSYNTH_NETWORK_TESTS=1"))
+
+
+def has_chromium() -> bool:
+    return shutil.which("chromium") is not None
