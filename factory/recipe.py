@@ -1,0 +1,599 @@
+"""Recipes: the YAML file that says what a run makes, loaded into typed config objects.
+
+`load_recipe(path)` parses the YAML once into a node tree (which keeps line and column marks) and
+the plain data, validates the data with the pydantic models below, and turns every problem into a
+`RecipeError` that names the file, line and column, the key path and a hint. Relative paths are
+resolved against the recipe's folder and must exist; Hub ids are not checked here. Checks that need
+other packages (backends, templates, validators) happen later, with `Recipe.error_at`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import types
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from mmsynth.factory.errors import (
+    Loc,
+    Problem,
+    RecipeError,
+    choice_hint,
+    describe_value,
+    display_path,
+    format_loc,
+    locate,
+    problem_at,
+)
+from mmsynth.factory.seeds import SEED_SOURCES, ScenesConfig, SeedSourceConfig
+from mmsynth.factory.seeds.base import HubOrLocalSerializer, LocalFolder, OutputPath, resolve_hub_or_local
+
+TINY_MODELS = ("tiny:lm", "tiny:vlm", "tiny:sd")
+NAME_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
+TASK_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+TEMPLATE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-/]*(@[0-9]+)?$")
+
+
+class _Config(BaseModel):
+    # Strict: a quoted "16" is not an integer and `yes` is not a string; YAML already typed the values.
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def _resolve_model(value: str, info: ValidationInfo) -> str:
+    if value.startswith("tiny:"):
+        if value not in TINY_MODELS:
+            raise PydanticCustomError(
+                "unknown_tiny_model",
+                "unknown tiny model '{value}'",
+                {"value": value, "hint": choice_hint(value, TINY_MODELS, "tiny models")},
+            )
+        return value
+    return resolve_hub_or_local(value, info, "model folder")
+
+
+class ModelSpec(_Config):
+    """A model the tasks can use: which backend runs it, and how."""
+
+    backend: str = Field(
+        description=(
+            "Generator backend registry key (e.g. `transformers`, `vllm-server`, `diffusers`); "
+            "checked against the generators registry after loading."
+        )
+    )
+    model: Annotated[str, AfterValidator(_resolve_model), HubOrLocalSerializer] = Field(
+        description=(
+            "A local model folder, a Hub id (`org/name`), or `tiny:lm`, `tiny:vlm`, `tiny:sd` "
+            "(random-weight smoke-test models built locally on first use). A value starting with `.`, "
+            "`/` or `~`, or naming an existing folder relative to the recipe, is local and must exist."
+        )
+    )
+    revision: str | None = Field(
+        default=None,
+        description="Hub revision (branch, tag or commit) to pin; null: the default branch. Unused for local and tiny models.",
+    )
+    batch_size: int = Field(
+        default=16, ge=1, description="Most requests the engine sends to the backend in one call."
+    )
+    device: str = Field(
+        default="auto",
+        description="Where an in-process model runs: `auto`, `cpu`, `cuda`, `cuda:1`, ...; unused by server backends.",
+    )
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        default="auto",
+        description="Weight and compute dtype of an in-process model; `auto` lets the backend choose.",
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="Backend-specific keyword arguments, passed through unchanged."
+    )
+
+    @property
+    def is_tiny(self) -> bool:
+        return self.model in TINY_MODELS
+
+    @property
+    def local_path(self) -> Path | None:
+        """The model folder when `model` is a local path (absolute after loading), else None."""
+        if self.is_tiny:
+            return None
+        p = Path(os.path.expanduser(self.model))
+        return p if p.is_absolute() or p.is_dir() else None
+
+
+class SamplingSpec(_Config):
+    """Sampling overrides for a task. Null fields keep the template's defaults (then the backend's)."""
+
+    temperature: float | None = Field(
+        default=None, ge=0, description="Sampling temperature; 0 is greedy decoding."
+    )
+    top_p: float | None = Field(default=None, gt=0, le=1, description="Nucleus sampling mass, in (0, 1].")
+    max_tokens: int | None = Field(default=None, ge=1, description="Most tokens one output may have.")
+    seed: int | None = Field(
+        default=None,
+        description="Fixed sampling seed; null lets the factory derive one per request from the run seed.",
+    )
+    stop: list[str] | None = Field(default=None, description="Strings that end an output.")
+
+    def overrides(self) -> dict[str, Any]:
+        """The fields that are set, ready for `SamplingParams(**defaults | overrides)` (stop as a tuple)."""
+        out = {k: v for k, v in self.model_dump().items() if v is not None}
+        if "stop" in out:
+            out["stop"] = tuple(out["stop"])
+        return out
+
+
+class TaskSpec(_Config):
+    """One kind of output: a template rendered for every seed and sent to a model."""
+
+    name: str = Field(
+        description="Unique task name, snake_case (`^[a-z][a-z0-9_]*$`); becomes the dataset config name."
+    )
+    template: str = Field(
+        description="Template id (`caption.short`), or id@version (`caption.short@2`) to pin one."
+    )
+    model: str = Field(description="Which model runs the task: a key of `models`.")
+    n: int = Field(default=1, ge=1, description="Outputs per seed (one request sampled n times).")
+    sampling: SamplingSpec = Field(
+        default_factory=SamplingSpec, description="Overrides of the template's sampling defaults."
+    )
+    inputs: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "Template variable -> seed field. Template variables not listed take the seed field of the same name."
+        ),
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if not TASK_NAME_RE.match(value):
+            raise PydanticCustomError(
+                "bad_task_name",
+                "invalid task name '{value}'",
+                {"value": value, "hint": "Use lower-case letters, digits and '_', starting with a letter."},
+            )
+        return value
+
+    @field_validator("template")
+    @classmethod
+    def _check_template(cls, value: str) -> str:
+        if not TEMPLATE_RE.match(value):
+            raise PydanticCustomError(
+                "bad_template_ref",
+                "invalid template reference '{value}'",
+                {"value": value, "hint": "Expected a template id like 'caption.short' or 'caption.short@2'."},
+            )
+        return value
+
+    @property
+    def template_id(self) -> str:
+        return self.template.split("@", 1)[0]
+
+    @property
+    def template_version(self) -> int | None:
+        """The pinned version, or None for the newest."""
+        _, _, version = self.template.partition("@")
+        return int(version) if version else None
+
+
+def _check_validator(value: dict[str, Any]) -> dict[str, Any]:
+    if "type" not in value:
+        raise PydanticCustomError(
+            "validator_type_missing",
+            "missing required key",
+            {"hint": "Each validator needs `type:`, its registry key (e.g. `heuristics`)."},
+        )
+    if not isinstance(value["type"], str):
+        raise PydanticCustomError(
+            "validator_type_not_str",
+            "wrong type",
+            {"hint": f"Expected a string, got {describe_value(value['type'])}."},
+        )
+    return value
+
+
+ValidatorSpec = Annotated[dict[str, Any], AfterValidator(_check_validator)]
+"""One validator of the stack: a plain mapping with a string `type` (its registry key) and its own
+settings. The validators registry validates the settings later (see factory.plan)."""
+
+
+class OutputSpec(_Config):
+    """How the dataset is written."""
+
+    chunk_size: int = Field(default=256, ge=1, description="Seeds per shard; a shard is the unit of resume.")
+
+
+class CacheSpec(_Config):
+    """The response cache."""
+
+    path: OutputPath | None = Field(
+        default=None,
+        description="Response cache folder; null: `<run>/cache`. Share one between runs to reuse responses.",
+    )
+
+
+class Recipe(_Config):
+    """A run's whole configuration. Build it with `load_recipe`, which also checks references and paths."""
+
+    name: str = Field(
+        description="Recipe name: lower-case letters, digits, '_' and '-', starting with a letter."
+    )
+    description: str = Field(
+        default="", description="Free text for people and the dataset card; not fingerprinted."
+    )
+    seed: int = Field(
+        default=0,
+        description="Run seed: every per-record sampling seed, and by default the scenes' seed, derives from it.",
+    )
+    templates: list[LocalFolder] = Field(
+        default_factory=list,
+        description="Folders of user templates, searched before the built-in ones; relative to the recipe's folder.",
+    )
+    seeds: SeedSourceConfig = Field(description="Where the inputs come from: one source, chosen by `type`.")
+    models: dict[str, ModelSpec] = Field(min_length=1, description="Models by name, referenced by tasks.")
+    tasks: list[TaskSpec] = Field(min_length=1, description="What to generate for every seed.")
+    validators: list[ValidatorSpec] = Field(
+        default_factory=list,
+        description=(
+            "Validators every output passes through, in order: mappings with a `type` (registry key) "
+            "and that validator's settings, which its registry checks after loading."
+        ),
+    )
+    output: OutputSpec = Field(default_factory=OutputSpec, description="How the dataset is written.")
+    cache: CacheSpec = Field(default_factory=CacheSpec, description="The response cache; not fingerprinted.")
+
+    _source_path: Path | None = PrivateAttr(default=None)
+    _source_nodes: yaml.Node | None = PrivateAttr(default=None)
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if not NAME_RE.match(value):
+            raise PydanticCustomError(
+                "bad_recipe_name",
+                "invalid recipe name '{value}'",
+                {
+                    "value": value,
+                    "hint": "Use lower-case letters, digits, '_' and '-', starting with a letter.",
+                },
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _default_scene_seed(self) -> Recipe:
+        if isinstance(self.seeds, ScenesConfig) and self.seeds.seed is None:
+            self.seeds.seed = self.seed
+        return self
+
+    @property
+    def source_path(self) -> Path | None:
+        """The recipe file (absolute), when loaded from one."""
+        return self._source_path
+
+    @property
+    def source_nodes(self) -> yaml.Node | None:
+        """The composed YAML node tree of the recipe file, for pointing later errors at lines."""
+        return self._source_nodes
+
+    @property
+    def base_dir(self) -> Path:
+        """The folder relative paths resolve against: the recipe's folder, or the working folder."""
+        return self._source_path.parent if self._source_path is not None else Path.cwd()
+
+    def error_at(self, loc: Loc, message: str, hint: str | None = None, *, key: bool = False) -> RecipeError:
+        """A RecipeError pointing at `loc` (e.g. `('tasks', 0, 'template')`) in this recipe's file."""
+        return RecipeError.at(
+            self._source_path or "<recipe>", self._source_nodes, loc, message, hint, key=key
+        )
+
+    def fingerprint(self) -> str:
+        """sha256 of the normalised content: JSON with sorted keys, paths relative to the recipe's folder.
+
+        `description` and `cache` are left out: they cannot change the records. Used to refuse
+        writing a changed recipe into an old run folder.
+        """
+        data = self.model_dump(
+            mode="json", exclude={"description", "cache"}, context={"relative_to": self.base_dir}
+        )
+        blob = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+
+# --- loading ---------------------------------------------------------------------------------------
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read, validate and resolve the recipe at `path`; raise RecipeError listing every problem found."""
+    path = Path(path)
+    shown = display_path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RecipeError(Problem(shown, None, None, "", "recipe file not found")) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise RecipeError(Problem(shown, None, None, "", f"cannot read recipe: {e}")) from None
+
+    root, data = _parse_yaml(text, shown)
+    problems = _duplicate_keys(root, path)
+    if data is None:
+        raise RecipeError([*problems, Problem(shown, 1, 1, "", "the recipe is empty")])
+    if not isinstance(data, dict):
+        raise RecipeError(
+            [
+                *problems,
+                problem_at(
+                    path,
+                    root,
+                    (),
+                    f"a recipe is a mapping of keys, got {describe_value(data)}",
+                    "Start with `name:`, `seeds:`, `models:` and `tasks:`.",
+                ),
+            ]
+        )
+
+    base_dir = Path(os.path.abspath(path)).parent
+    try:
+        recipe = Recipe.model_validate(data, context={"base_dir": base_dir})
+    except ValidationError as e:
+        problems += [_from_pydantic(err, path, root, base_dir) for err in e.errors(include_url=False)]
+        raise RecipeError(problems) from None
+    problems += _cross_check(recipe, path, root)
+    if problems:
+        raise RecipeError(problems)
+    recipe._source_path = base_dir / path.name
+    recipe._source_nodes = root
+    return recipe
+
+
+def _parse_yaml(text: str, shown: str) -> tuple[yaml.Node | None, Any]:
+    """The node tree and the plain data, from one parse; syntax errors carry the parser's line."""
+    loader = yaml.SafeLoader(text)
+    try:
+        root = loader.get_single_node()
+        data = loader.construct_document(root) if root is not None else None
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        hint = None
+        if e.context and e.context_mark is not None and e.context_mark is not mark:
+            hint = f"({e.context} at line {e.context_mark.line + 1})"
+        problem = Problem(
+            shown,
+            mark.line + 1 if mark else None,
+            mark.column + 1 if mark else None,
+            "",
+            f"YAML syntax error: {e.problem or e}",
+            hint,
+        )
+        raise RecipeError(problem) from None
+    except yaml.YAMLError as e:
+        raise RecipeError(Problem(shown, None, None, "", f"YAML syntax error: {e}")) from None
+    finally:
+        loader.dispose()
+    return root, data
+
+
+def _duplicate_keys(root: yaml.Node | None, path: Path) -> list[Problem]:
+    """YAML keeps the last of two equal keys without a word; a recipe with one is almost surely a mistake."""
+    problems: list[Problem] = []
+    visited: set[int] = set()  # anchors can make the tree a graph
+
+    def walk(node: yaml.Node, loc: Loc) -> None:
+        if id(node) in visited:
+            return
+        visited.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[str, yaml.Node] = {}
+            for k, v in node.value:
+                if isinstance(k, yaml.ScalarNode):
+                    if k.value in seen:
+                        first = seen[k.value].start_mark.line + 1
+                        problems.append(
+                            Problem(
+                                display_path(path),
+                                k.start_mark.line + 1,
+                                k.start_mark.column + 1,
+                                format_loc((*loc, k.value)),
+                                f"duplicate key '{k.value}'",
+                                f"First given at line {first}; YAML would keep only the last.",
+                            )
+                        )
+                    seen[k.value] = k
+                    walk(v, (*loc, k.value))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                walk(item, (*loc, i))
+
+    if root is not None:
+        walk(root, ())
+    return problems
+
+
+def _cross_check(recipe: Recipe, path: Path, root: yaml.Node | None) -> list[Problem]:
+    """References between parts of the recipe: task names unique, task models defined."""
+    problems = []
+    first: dict[str, int] = {}
+    for i, task in enumerate(recipe.tasks):
+        if task.name in first:
+            j = first[task.name]
+            mark = locate(root, ("tasks", j, "name")).mark
+            line = f"line {mark.line + 1}" if mark else "an earlier task"
+            problems.append(
+                problem_at(
+                    path,
+                    root,
+                    ("tasks", i, "name"),
+                    f"duplicate task name '{task.name}'",
+                    f"First used by tasks[{j}] at {line}; task names become dataset config names.",
+                )
+            )
+        else:
+            first[task.name] = i
+        if task.model not in recipe.models:
+            problems.append(
+                problem_at(
+                    path,
+                    root,
+                    ("tasks", i, "model"),
+                    f"unknown model '{task.model}'",
+                    choice_hint(task.model, recipe.models, "models defined under `models`"),
+                )
+            )
+    return problems
+
+
+# --- pydantic errors -> problems ---------------------------------------------------------------------
+
+_EXPECTED = {
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "int_from_float": "an integer",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "string_type": "a string",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+    "list_type": "a list",
+    "tuple_type": "a list",
+    "set_type": "a list",
+    "path_type": "a path string",
+    "none_required": "null",
+}
+
+_BOUNDS = {
+    "greater_than_equal": ("ge", "at least"),
+    "greater_than": ("gt", "greater than"),
+    "less_than_equal": ("le", "at most"),
+    "less_than": ("lt", "less than"),
+}
+
+
+def _from_pydantic(err: dict[str, Any], path: Path, root: yaml.Node | None, base_dir: Path) -> Problem:
+    kind, loc, ctx, value = err["type"], tuple(err["loc"]), err.get("ctx") or {}, err.get("input")
+    if kind == "extra_forbidden":
+        fields = _fields_at(loc[:-1])
+        return problem_at(path, root, loc, "unknown key", choice_hint(loc[-1], fields or ()), key=True)
+    if kind == "missing":
+        field = (_fields_at(loc[:-1]) or {}).get(loc[-1])
+        return problem_at(path, root, loc, "missing required key", field.description if field else None)
+    if kind == "union_tag_invalid":
+        tags = _tags_at(loc)
+        return problem_at(
+            path,
+            root,
+            (*loc, "type"),
+            f"unknown type '{ctx.get('tag')}'",
+            choice_hint(ctx.get("tag", ""), tags, "known types"),
+        )
+    if kind == "union_tag_not_found":
+        tags = _tags_at(loc)
+        return problem_at(
+            path, root, (*loc, "type"), "missing required key", f"Known types: {', '.join(tags)}."
+        )
+    if kind in _EXPECTED:
+        return problem_at(
+            path, root, loc, "wrong type", f"Expected {_EXPECTED[kind]}, got {describe_value(value)}."
+        )
+    if kind == "literal_error":
+        choices = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
+        return problem_at(
+            path, root, loc, f"invalid value {value!r}", choice_hint(str(value), choices, "allowed values")
+        )
+    if kind in _BOUNDS:
+        key, words = _BOUNDS[kind]
+        bound = ctx.get(key)
+        if isinstance(bound, float) and bound.is_integer():
+            bound = int(bound)
+        return problem_at(path, root, loc, f"must be {words} {bound}, got {value}")
+    if kind == "too_short":
+        n = ctx.get("min_length", 1)
+        return problem_at(path, root, loc, f"must have at least {n} {'entry' if n == 1 else 'entries'}")
+    if kind in ("validator_type_missing", "validator_type_not_str"):
+        return problem_at(path, root, (*loc, "type"), err["msg"], ctx.get("hint"))
+    if kind == "path_not_found":
+        given = str(ctx.get("given", ""))
+        hint = None
+        if given and not os.path.isabs(os.path.expanduser(given)):
+            hint = f"Relative paths are resolved against the recipe's folder ({display_path(base_dir)})."
+        return problem_at(path, root, loc, err["msg"], hint)
+    message = str(err["msg"]).removeprefix("Value error, ")
+    return problem_at(path, root, loc, message, ctx.get("hint"))
+
+
+def _unwrap(tp: Any) -> Any:
+    while True:
+        origin = typing.get_origin(tp)
+        if origin is Annotated:
+            tp = typing.get_args(tp)[0]
+        elif origin in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(tp) if a is not type(None)]
+            if len(args) != 1:
+                return tp
+            tp = args[0]
+        else:
+            return tp
+
+
+def _is_model(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, BaseModel)
+
+
+def _annotation_at(loc: Loc) -> Any:
+    """The type at pydantic error location `loc` of a Recipe (tags of tagged unions included), or None."""
+    tp: Any = Recipe
+    for part in loc:
+        tp = _unwrap(tp)
+        origin = typing.get_origin(tp)
+        if _is_model(tp):
+            field = tp.model_fields.get(part) if isinstance(part, str) else None
+            if field is None:
+                return None
+            tp = field.annotation
+        elif origin in (list, tuple, set):
+            tp = typing.get_args(tp)[0]
+        elif origin is dict:
+            tp = typing.get_args(tp)[1]
+        elif origin in (typing.Union, types.UnionType):
+            members = [m for m in typing.get_args(tp) if _is_model(m) and _tag(m) == part]
+            if not members:
+                return None
+            tp = members[0]
+        else:
+            return None
+    return _unwrap(tp)
+
+
+def _fields_at(loc: Loc) -> dict[str, Any] | None:
+    tp = _annotation_at(loc)
+    return dict(tp.model_fields) if _is_model(tp) else None
+
+
+def _tags_at(loc: Loc) -> list[str]:
+    tp = _annotation_at(loc)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return [t for t in (_tag(m) for m in typing.get_args(tp) if _is_model(m)) if t]
+    return list(SEED_SOURCES)
+
+
+def _tag(model: type[BaseModel]) -> str | None:
+    field = model.model_fields.get("type")
+    return field.default if field is not None and isinstance(field.default, str) else None
