@@ -23,7 +23,9 @@ class ImageRef:
 
     @classmethod
     def from_bytes(cls, data: bytes, mime: str | None = None, source: str = "") -> ImageRef:
-        return cls(data=data, sha256=hashlib.sha256(data).hexdigest(), mime=mime or sniff_mime(data), source=source)
+        return cls(
+            data=data, sha256=hashlib.sha256(data).hexdigest(), mime=mime or sniff_mime(data), source=source
+        )
 
     @classmethod
     def from_path(cls, path: str | Path) -> ImageRef:
