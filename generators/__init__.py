@@ -1,5 +1,53 @@
-"""Model backends: they turn rendered prompts into generations (transformers, vLLM, diffusers)."""
+"""Model backends: they turn rendered prompts into generations (transformers, vLLM, diffusers).
 
-from mmsynth.generators.types import Backend, Generation, GenerationRequest, Output, SamplingParams
+Importing this package stays light (no torch): backends and tiny-model builders import their heavy
+dependencies when used. `TransformersBackend` and `make_tiny` are resolved lazily on first access.
+"""
 
-__all__ = ["Backend", "Generation", "GenerationRequest", "Output", "SamplingParams"]
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from mmsynth.generators.registry import BACKENDS, build_backend, known_backends
+from mmsynth.generators.revision import resolve_revision
+from mmsynth.generators.types import (
+    Backend,
+    Generation,
+    GenerationRequest,
+    Output,
+    SamplingParams,
+    request_key,
+)
+
+if TYPE_CHECKING:
+    from mmsynth.generators.tiny_models import make_tiny
+    from mmsynth.generators.transformers_backend import TransformersBackend
+
+_LAZY = {
+    "TransformersBackend": "mmsynth.generators.transformers_backend",
+    "make_tiny": "mmsynth.generators.tiny_models",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "Generation",
+    "GenerationRequest",
+    "Output",
+    "SamplingParams",
+    "TransformersBackend",
+    "build_backend",
+    "known_backends",
+    "make_tiny",
+    "request_key",
+    "resolve_revision",
+]

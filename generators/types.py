@@ -46,7 +46,9 @@ class GenerationRequest:
         return self.prompt.output_schema
 
 
-def request_key(prompt: RenderedPrompt, sampling: SamplingParams, model: str, revision: str, backend: str) -> str:
+def request_key(
+    prompt: RenderedPrompt, sampling: SamplingParams, model: str, revision: str, backend: str
+) -> str:
     """Content address of a request: messages (system prompt included), image hashes, template hash,
     model and revision, backend, sampling parameters and seed. Anything that changes the output is in it."""
     return stable_hash(
