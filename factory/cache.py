@@ -1,0 +1,59 @@
+"""A persistent, content-addressed response cache (SQLite, one row per request key)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from mmsynth.generators.types import Generation
+
+
+class ResponseCache:
+    """Maps a request key to the Generation a backend returned for it, with the time it arrived.
+
+    Writes commit per batch in WAL mode, so a kill -9 loses at most the batch in flight; a response
+    that reached the cache is never asked for again. Failed generations are cached too (a context-too-long
+    error will fail the same way next time); pass `retry_failed=True` to look past them.
+    """
+
+    def __init__(self, path: Path, retry_failed: bool = False):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.retry_failed = retry_failed
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, value TEXT NOT NULL, created REAL NOT NULL)"
+        )
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, tuple[Generation, float]]:
+        keys = list(dict.fromkeys(keys))
+        found: dict[str, tuple[Generation, float]] = {}
+        for i in range(0, len(keys), 500):  # SQLite caps bound parameters
+            part = keys[i : i + 500]
+            q = f"SELECT key, value, created FROM responses WHERE key IN ({','.join('?' * len(part))})"
+            for key, value, created in self._db.execute(q, part):
+                gen = Generation.from_json(json.loads(value))
+                if gen.error is not None and self.retry_failed:
+                    continue
+                found[key] = (gen, created)
+        return found
+
+    def put_many(self, items: Iterable[tuple[str, Generation]]) -> float:
+        """Store answers in one transaction; returns the timestamp they were stored with."""
+        now = time.time()
+        rows = [(k, json.dumps(g.to_json(), ensure_ascii=False), now) for k, g in items]
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany("INSERT OR REPLACE INTO responses VALUES (?, ?, ?)", rows)
+        return now
+
+    def __len__(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+
+    def close(self) -> None:
+        self._db.close()

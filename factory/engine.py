@@ -1,0 +1,274 @@
+"""The chunk loop: seeds -> requests -> responses -> records -> verdicts -> shards.
+
+Seeds are cut into chunks of `chunk_size`. A chunk's requests go to the backends as soon as it is
+read (up to `lookahead` chunks ahead, so backends never idle at a chunk boundary), but chunks are
+finalized strictly in order: validate, write its shards, then write its marker. Finished chunks are
+therefore always a prefix, which is what makes resume exact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from mmsynth.factory.cache import ResponseCache
+from mmsynth.factory.dispatch import Dispatcher
+from mmsynth.factory.plan import Plan, TaskPlan, build_request
+from mmsynth.factory.records import Record, prompt_texts, record_id
+from mmsynth.factory.run_dir import RunDir, write_json_atomic
+from mmsynth.factory.seeds.base import Seed
+from mmsynth.factory.shards import SPLITS, shard_path, write_shard
+from mmsynth.factory.stats import ChunkStats, reason_key
+from mmsynth.generators.types import Generation, GenerationRequest
+from mmsynth.prompts.media import ImageRef
+from mmsynth.prompts.messages import stable_hash
+from mmsynth.validators import ValidatorStats, parse_json_output, remember_accepted, run_stack, tally
+
+
+@dataclass
+class Item:
+    """One (seed, task) pair on its way through the chunk."""
+
+    seed: Seed
+    task: TaskPlan
+    request: GenerationRequest | None = None
+    error: str | None = None
+    answer: Any = None  # (Generation, timestamp) once known
+    future: asyncio.Future | None = None
+
+
+@dataclass
+class ChunkWork:
+    index: int
+    items: list[Item]
+    started: float
+    stats: ChunkStats = field(default_factory=ChunkStats)
+
+
+class Interrupted(Exception):
+    """Ctrl-C: in-flight work was drained and cached; rerun the same command to resume."""
+
+
+@dataclass
+class Progress:
+    """Counters the display reads; the engine only increments them."""
+
+    requests_total: int = 0
+    requests_done: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    failed: int = 0
+    chunks_done: int = 0
+    on_change: Callable[[Progress], None] | None = None
+
+    def bump(self, **kw: int) -> None:
+        for k, v in kw.items():
+            setattr(self, k, getattr(self, k) + v)
+        if self.on_change:
+            self.on_change(self)
+
+
+def chunked(seeds: Iterator[Seed], size: int, first: int) -> Iterator[tuple[int, list[Seed]]]:
+    it = iter(seeds)
+    for index in itertools.count(first):
+        chunk = list(itertools.islice(it, size))
+        if not chunk:
+            return
+        yield index, chunk
+
+
+async def run_engine(
+    plan: Plan,
+    run_dir: RunDir,
+    cache: ResponseCache,
+    seeds: Iterator[Seed],
+    first_chunk: int,
+    progress: Progress,
+    stop_event: asyncio.Event,
+    lookahead: int = 2,
+) -> int:
+    """Process chunks from `first_chunk` on; returns the number of chunks finished in this session."""
+    dispatchers = {
+        name: Dispatcher(b, cache, run_dir.requests_log, on_answer=lambda batch, gens: progress.bump(requests_done=len(batch)))
+        for name, b in plan.backends.items()
+    }
+    pending: list[ChunkWork] = []
+    finished = 0
+    try:
+        for index, chunk_seeds in chunked(seeds, plan.recipe.output.chunk_size, first_chunk):
+            pending.append(_start_chunk(plan, index, chunk_seeds, cache, dispatchers, progress))
+            while len(pending) > lookahead or (pending and _ready(pending[0])):
+                await _finish_chunk(plan, run_dir, pending.pop(0), progress, stop_event)
+                finished += 1
+            if stop_event.is_set():
+                raise Interrupted
+        while pending:
+            await _finish_chunk(plan, run_dir, pending.pop(0), progress, stop_event)
+            finished += 1
+    except Interrupted:
+        for d in dispatchers.values():
+            d.stop()
+        # Let running batches land in the cache, so the rerun does not ask for them again.
+        running = [i.future for w in pending for i in w.items if i.future is not None and not i.future.done()]
+        if running:
+            await asyncio.wait(running, timeout=600)
+        raise
+    finally:
+        for d in dispatchers.values():
+            await d.close()
+    return finished
+
+
+def _ready(work: ChunkWork) -> bool:
+    return all(i.future is None or i.future.done() for i in work.items)
+
+
+def _start_chunk(plan: Plan, index: int, seeds: list[Seed], cache: ResponseCache, dispatchers, progress: Progress) -> ChunkWork:
+    work = ChunkWork(index, [], time.monotonic())
+    work.stats.seeds = len(seeds)
+    for seed in seeds:
+        for task in plan.tasks:
+            item = Item(seed, task)
+            if seed.error:
+                item.error = f"seed: {seed.error}"
+            else:
+                try:
+                    _, item.request = build_request(task, seed.fields, seed.id, plan.recipe.seed)
+                except Exception as e:  # a render error is this seed's problem, not the run's
+                    item.error = f"render: {e}"
+            work.items.append(item)
+    requests = [i for i in work.items if i.request is not None]
+    work.stats.requests = len(requests)
+    cached = cache.get_many(i.request.key for i in requests)
+    by_model: dict[str, list[GenerationRequest]] = {}
+    for item in requests:
+        if item.request.key in cached:
+            item.answer = cached[item.request.key]
+            work.stats.requests_cached += 1
+        else:
+            by_model.setdefault(item.task.model_name, []).append(item.request)
+    futures = {}
+    for model_name, reqs in by_model.items():
+        futures.update(dispatchers[model_name].submit(reqs))
+    for item in requests:
+        if item.answer is None:
+            item.future = futures[item.request.key]
+    progress.bump(requests_total=len(requests), requests_done=work.stats.requests_cached)
+    return work
+
+
+async def _finish_chunk(plan: Plan, run_dir: RunDir, work: ChunkWork, progress: Progress, stop_event: asyncio.Event) -> None:
+    for item in work.items:
+        if item.future is not None:
+            try:
+                item.answer = await item.future
+            except asyncio.CancelledError:
+                raise Interrupted from None
+    if stop_event.is_set() and not _ready(work):
+        raise Interrupted
+    records = [r for item in work.items for r in _records(item, work.stats)]
+    live = [r for r in records if r.error is None]
+    candidates = [r.candidate() for r in live]
+    verdict_lists = run_stack(plan.validators, candidates)
+    for rec, verdicts in zip(live, verdict_lists):
+        rec.verdicts = list(verdicts)
+    remember_accepted(plan.validators, candidates, verdict_lists)
+    _count(plan, work.stats, records, verdict_lists)
+
+    for task in plan.tasks:
+        for split in SPLITS:
+            rows = [r for r in records if r.task == task.name and r.accepted == (split == "train")]
+            if rows:
+                write_shard(shard_path(run_dir.path, task.name, split, work.index), rows)
+    work.stats.seconds = round(time.monotonic() - work.started, 4)
+    write_json_atomic(run_dir.chunk_marker(work.index), work.stats.to_dict())
+    acc = sum(r.accepted for r in records)
+    progress.bump(accepted=acc, rejected=len(records) - acc, chunks_done=1, failed=work.stats.requests_failed)
+
+
+def _records(item: Item, stats: ChunkStats) -> list[Record]:
+    task, seed = item.task, item.seed
+    plain = {k: v for k, v in seed.fields.items() if not isinstance(v, ImageRef) and not _is_image_list(v)}
+    images: tuple[ImageRef, ...] = ()
+    system = user = ""
+    lineage: dict[str, Any] = {
+        "template_id": task.template.id,
+        "template_version": task.template.version,
+        "template_hash": task.template.hash,
+        "model": task.backend.model,
+        "model_revision": task.backend.revision,
+        "backend": task.backend.name,
+        "output_schema": task.template.output_schema,
+    }
+    if item.request is None:
+        key = stable_hash(["error", seed.id, task.name])
+        images = tuple(v for v in seed.fields.values() if isinstance(v, ImageRef))[:1]
+        return [_error_record(item, key, 0, plain, images, "", "", lineage, {}, None, _now(), item.error or "")]
+    req = item.request
+    images = req.prompt.images
+    system, user = prompt_texts(req.prompt)
+    gen, stamp = item.answer
+    created = datetime.fromtimestamp(stamp, timezone.utc).isoformat()
+    sampling = req.sampling.to_dict()
+    stats.prompt_tokens += gen.prompt_tokens
+    stats.completion_tokens += gen.completion_tokens
+    if gen.error is not None:
+        stats.requests_failed += 1
+        return [_error_record(item, req.key, 0, plain, images, system, user, lineage, sampling, req.sampling.seed, created, f"backend: {gen.error}", gen)]
+    out = []
+    per_output_prompt = gen.prompt_tokens
+    for i, o in enumerate(gen.outputs):
+        parsed, perr = (None, None)
+        if task.template.output_schema is not None:
+            parsed, perr = parse_json_output(o.text)
+        out.append(
+            Record(
+                id=record_id(req.key, i), task=task.name, seed_id=seed.id, seed_index=seed.index, seed=plain,
+                images=images, system=system, prompt=user, output=o.text, parsed=parsed, parse_error=perr,
+                finish_reason=o.finish_reason, prompt_tokens=per_output_prompt if i == 0 else 0,
+                completion_tokens=_share(gen.completion_tokens, len(gen.outputs), i),
+                sampling=sampling, sample_seed=req.sampling.seed, sample_index=i, request_key=req.key,
+                created_at=created, **lineage,
+            )
+        )
+    return out
+
+
+def _error_record(item, key, i, plain, images, system, user, lineage, sampling, sample_seed, created, reason, gen: Generation | None = None) -> Record:
+    return Record(
+        id=record_id(key, i), task=item.task.name, seed_id=item.seed.id, seed_index=item.seed.index, seed=plain,
+        images=images, system=system, prompt=user, output="", parsed=None, parse_error=None, finish_reason="error",
+        prompt_tokens=gen.prompt_tokens if gen else 0, completion_tokens=0, sampling=sampling, sample_seed=sample_seed,
+        sample_index=i, request_key=key if item.request else "", created_at=created, error=reason, **lineage,
+    )
+
+
+def _share(total: int, n: int, i: int) -> int:
+    # Split completion tokens over n outputs so per-record counts add up to the request's total.
+    base, rest = divmod(total, max(n, 1))
+    return base + (1 if i < rest else 0)
+
+
+def _is_image_list(v: Any) -> bool:
+    return isinstance(v, (list, tuple)) and bool(v) and all(isinstance(x, ImageRef) for x in v)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+def _count(plan: Plan, stats: ChunkStats, records: list[Record], verdict_lists) -> None:
+    acc, rej, reasons = Counter(), Counter(), Counter()
+    for r in records:
+        (acc if r.accepted else rej)[r.task] += 1
+        if not r.accepted:
+            reasons[reason_key(r.reject_reason or "unknown")] += 1
+    stats.accepted, stats.rejected, stats.reasons = dict(acc), dict(rej), dict(reasons)
+    per = tally(verdict_lists, {v.name: ValidatorStats(v.name) for v in plan.validators})
+    stats.validators = {name: vs.to_dict() for name, vs in per.items()}

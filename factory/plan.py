@@ -1,0 +1,189 @@
+"""From a loaded recipe to a runnable plan: templates resolved, backends built, validators built.
+
+Every check that can fail is done here, before any output is written or any model is loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mmsynth.factory.errors import RecipeError
+from mmsynth.factory.recipe import Recipe
+from mmsynth.factory.seeds import seed_fields
+from mmsynth.generators.registry import build_backend, known_backends
+from mmsynth.generators.types import Backend, GenerationRequest, SamplingParams, request_key
+from mmsynth.prompts import PromptTemplate, TemplateError, TemplateRegistry, render_template
+from mmsynth.prompts.messages import RenderedPrompt
+from mmsynth.validators import build_validator, validator_config_model
+from mmsynth.validators.types import Validator
+
+TINY_KINDS = ("lm", "vlm", "sd")
+
+
+@dataclass
+class TaskPlan:
+    name: str
+    template: PromptTemplate
+    model_name: str
+    n: int
+    sampling: dict[str, Any]  # template defaults overridden by the recipe, without n and seed
+    inputs: dict[str, str]  # template variable -> seed field
+    backend: Backend | None = None  # set by load_backends
+
+
+@dataclass
+class Plan:
+    recipe: Recipe
+    tasks: list[TaskPlan]
+    backends: dict[str, Backend]  # model name -> loaded backend; filled by load_backends
+    validators: list[Validator]
+    templates: list[PromptTemplate] = field(default_factory=list)
+
+    def describe(self) -> dict[str, str]:
+        """What identifies the output: the recipe and each template's content (shown when a rerun is refused)."""
+        d = {"recipe": self.recipe.fingerprint()}
+        for t in self.templates:
+            d[f"template {t.ref}"] = t.hash
+        return d
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(repr(sorted(self.describe().items())).encode()).hexdigest()
+
+
+def mmsynth_home() -> Path:
+    return Path(os.environ.get("MMSYNTH_HOME") or Path.home() / ".cache" / "mmsynth")
+
+
+def resolve_model_path(model: str) -> str:
+    """`tiny:KIND` -> a random-weight model built once under MMSYNTH_HOME; anything else unchanged."""
+    if model.startswith("tiny:"):
+        from mmsynth.generators.tiny_models import make_tiny
+
+        kind = model.split(":", 1)[1]
+        return str(make_tiny(kind, mmsynth_home() / "tiny-models" / kind))
+    return model
+
+
+def build_plan(recipe: Recipe) -> Plan:
+    """Resolve and cross-check everything the recipe names; raises RecipeError pointing at the line."""
+    src = recipe.source_path
+    err = lambda loc, msg, hint=None: RecipeError.at(src, recipe.source_nodes, loc, msg, hint)  # noqa: E731
+
+    try:
+        registry = TemplateRegistry([Path(p) for p in recipe.templates])
+    except TemplateError as e:
+        raise err(("templates",), str(e)) from None
+
+    fields = seed_fields(recipe.seeds, src.parent)
+
+    for name, spec in recipe.models.items():
+        if spec.backend not in known_backends():
+            raise err(("models", name, "backend"), f"unknown backend '{spec.backend}'", _did_you_mean(spec.backend, known_backends()))
+        if spec.model.startswith("tiny:") and spec.model.split(":", 1)[1] not in TINY_KINDS:
+            raise err(("models", name, "model"), f"unknown tiny model '{spec.model}'", f"use one of {', '.join('tiny:' + k for k in TINY_KINDS)}")
+
+    tasks_cfg = []
+    templates: dict[str, PromptTemplate] = {}
+    for i, t in enumerate(recipe.tasks):
+        try:
+            tpl = registry.get(t.template)
+        except TemplateError as e:
+            raise err(("tasks", i, "template"), str(e)) from None
+        templates[tpl.ref] = tpl
+        inputs = {var: t.inputs.get(var, var) for var in sorted(tpl.variables() | set(tpl.inputs))}
+        for var, src_field in sorted(inputs.items()):
+            spec = tpl.inputs.get(var)
+            optional = bool(spec and spec.optional)
+            if var == "exemplars" or optional:
+                continue
+            if src_field not in fields:
+                loc = ("tasks", i, "inputs", var) if var in t.inputs else ("tasks", i, "template")
+                raise err(
+                    loc,
+                    f"template {tpl.ref} needs variable '{var}', but the {recipe.seeds.type} seeds provide no field '{src_field}'",
+                    f"seed fields are: {', '.join(sorted(fields))}. Map it with `inputs: {{{var}: <seed field>}}`"
+                    + (_did_you_mean(src_field, fields, prefix="; did you mean") or ""),
+                )
+        for var in t.inputs:
+            if var not in tpl.inputs and var not in tpl.variables():
+                raise err(("tasks", i, "inputs", var), f"template {tpl.ref} has no input '{var}'", f"its inputs are: {', '.join(sorted(tpl.inputs))}")
+        tasks_cfg.append((t, tpl, inputs))
+
+    validators = []
+    for i, vspec in enumerate(recipe.validators):
+        vtype = vspec.get("type")
+        try:
+            model = validator_config_model(vtype)
+        except ValueError as e:
+            raise err(("validators", i, "type"), str(e)) from None
+        from pydantic import ValidationError
+
+        try:
+            model.model_validate(vspec)
+        except ValidationError as e:
+            first = e.errors()[0]
+            raise err(("validators", i, *first["loc"]), first["msg"], _did_you_mean(str(first["loc"][-1]), model.model_fields) if first["type"] == "extra_forbidden" else None) from None
+        validators.append(build_validator(vspec))
+
+    tasks = []
+    for t, tpl, inputs in tasks_cfg:
+        sampling = {**tpl.sampling, **t.sampling.model_dump(exclude_none=True)}
+        sampling.pop("n", None)
+        tasks.append(TaskPlan(t.name, tpl, t.model, n=t.n, sampling=sampling, inputs=inputs))
+    return Plan(recipe, tasks, {}, validators, list(templates.values()))
+
+
+def load_backends(plan: Plan) -> None:
+    """Resolve model paths and revisions, build and load each model the tasks use (the slow part)."""
+    from mmsynth.generators.revision import resolve_revision
+
+    for name, spec in plan.recipe.models.items():
+        if not any(t.model_name == name for t in plan.tasks):
+            continue
+        path = resolve_model_path(str(spec.model))
+        backend = build_backend(
+            spec.backend,
+            model=str(spec.model),
+            path=path,
+            revision=resolve_revision(path, spec.revision),
+            batch_size=spec.batch_size,
+            device=spec.device,
+            dtype=spec.dtype,
+            **spec.options,
+        )
+        load = getattr(backend, "load", None)
+        if load is not None:
+            load()
+        plan.backends[name] = backend
+    for t in plan.tasks:
+        t.backend = plan.backends[t.model_name]
+
+
+def derive_seed(run_seed: int, seed_id: str, task: str) -> int:
+    """The per-record sampling seed: stable across reruns, different per seed and task."""
+    h = hashlib.sha256(f"{run_seed}:{seed_id}:{task}".encode()).digest()
+    return int.from_bytes(h[:4], "little") & 0x7FFFFFFF
+
+
+def build_request(task: TaskPlan, fields: dict[str, Any], seed_id: str, run_seed: int) -> tuple[RenderedPrompt, GenerationRequest]:
+    variables = {var: fields.get(src) for var, src in task.inputs.items() if src in fields}
+    prompt = render_template(task.template, variables)
+    allowed = {"temperature", "top_p", "max_tokens", "stop"}
+    params = {k: v for k, v in task.sampling.items() if k in allowed}
+    if "stop" in params:
+        params["stop"] = tuple(params["stop"] or ())
+    sampling = SamplingParams(**params, n=task.n, seed=task.sampling.get("seed", derive_seed(run_seed, seed_id, task.name)))
+    b = task.backend
+    key = request_key(prompt, sampling, b.model, b.revision, b.name)
+    return prompt, GenerationRequest(prompt, sampling, key)
+
+
+def _did_you_mean(word: str, options, prefix: str = "did you mean") -> str | None:
+    import difflib
+
+    m = difflib.get_close_matches(word, list(options), n=1)
+    return f"{prefix} '{m[0]}'?" if m else None

@@ -1,0 +1,142 @@
+"""The factory's record: one model output (or one failure) with its full lineage."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from mmsynth.prompts.media import ImageRef
+from mmsynth.prompts.messages import ImagePart, RenderedPrompt, TextPart, stable_hash
+from mmsynth.validators.types import Candidate, Verdict
+
+
+@dataclass
+class Record:
+    """One row of the output dataset. Accepted and rejected records have the same columns."""
+
+    id: str
+    task: str
+    seed_id: str
+    seed_index: int
+    seed: dict[str, Any]  # the seed's plain (non-image) fields
+    images: tuple[ImageRef, ...]
+    system: str
+    prompt: str  # the user message, images shown as <image>
+    output: str
+    parsed: Any
+    parse_error: str | None
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    template_id: str
+    template_version: int
+    template_hash: str
+    model: str
+    model_revision: str
+    backend: str
+    sampling: dict[str, Any]
+    sample_seed: int | None
+    sample_index: int
+    request_key: str
+    created_at: str
+    output_schema: dict[str, Any] | None = None
+    verdicts: list[Verdict] = field(default_factory=list)
+    error: str | None = None  # set when no model output exists (bad seed, render error, backend refusal)
+
+    @property
+    def accepted(self) -> bool:
+        return self.error is None and all(v.keep for v in self.verdicts)
+
+    @property
+    def reject_reason(self) -> str | None:
+        if self.error is not None:
+            return self.error
+        for v in self.verdicts:
+            if not v.keep:
+                return f"{v.validator}: {v.reason}"
+        return None
+
+    def candidate(self) -> Candidate:
+        return Candidate(
+            id=self.id,
+            task=self.task,
+            text=self.output,
+            finish_reason=self.finish_reason,
+            prompt_text=self.prompt,
+            parsed=self.parsed,
+            parse_error=self.parse_error,
+            output_schema=self.output_schema,
+            images=self.images,
+            seed=self.seed,
+        )
+
+    def to_row(self) -> dict[str, Any]:
+        """The Parquet row; see shards.FEATURES for the column types."""
+        first = self.images[0] if self.images else None
+        return {
+            "id": self.id,
+            "task": self.task,
+            "image": {"bytes": first.data, "path": None} if first else None,
+            "image_sha256": [img.sha256 for img in self.images],
+            "system": self.system,
+            "prompt": self.prompt,
+            "output": self.output,
+            "parsed": None if self.parsed is None else json.dumps(self.parsed, ensure_ascii=False),
+            "accepted": self.accepted,
+            "reject_reason": self.reject_reason,
+            "verdicts": [
+                {"validator": v.validator, "keep": v.keep, "reason": v.reason, "score": v.score}
+                for v in self.verdicts
+            ],
+            "seed_id": self.seed_id,
+            "seed_index": self.seed_index,
+            "seed": json.dumps(self.seed, ensure_ascii=False, sort_keys=True, default=str),
+            "template_id": self.template_id,
+            "template_version": self.template_version,
+            "template_hash": self.template_hash,
+            "model": self.model,
+            "model_revision": self.model_revision,
+            "backend": self.backend,
+            "sampling": json.dumps(self.sampling, sort_keys=True),
+            "sample_seed": self.sample_seed,
+            "sample_index": self.sample_index,
+            "finish_reason": self.finish_reason,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "request_key": self.request_key,
+            "created_at": self.created_at,
+        }
+
+
+def record_id(request_key: str, sample_index: int) -> str:
+    return stable_hash([request_key, sample_index])[:32]
+
+
+def prompt_texts(prompt: RenderedPrompt) -> tuple[str, str]:
+    """(system text, user text with <image> where each image sits)."""
+    system, user = "", []
+    for m in prompt.messages:
+        if m.role == "system":
+            system = m.text
+        elif m.role == "user":
+            user.extend(p.text if isinstance(p, TextPart) else "<image>" for p in m.parts if isinstance(p, (TextPart, ImagePart)))
+    return system, "".join(user)
+
+
+def candidate_from_row(row: dict[str, Any]) -> Candidate:
+    """A Candidate rebuilt from a written row, to replay accepted records into stateful validators on resume.
+
+    Images carry their hash only: replay needs identity, not pixels.
+    """
+    parsed = row.get("parsed")
+    return Candidate(
+        id=row["id"],
+        task=row["task"],
+        text=row["output"],
+        finish_reason=row["finish_reason"],
+        prompt_text=row.get("prompt") or "",
+        parsed=None if parsed is None else json.loads(parsed),
+        images=tuple(ImageRef(data=b"", sha256=h, source="replay") for h in row.get("image_sha256") or ()),
+        seed=json.loads(row["seed"]) if row.get("seed") else {},
+    )

@@ -1,0 +1,79 @@
+"""Run statistics: counts per stage, per task, per validator and per reject reason."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from mmsynth.validators import ValidatorStats
+
+
+def reason_key(reason: str) -> str:
+    """Group reasons by their stable prefix: 'heuristics: too short: 2 < 10 chars' -> 'heuristics: too short'."""
+    parts = reason.split(":")
+    return ":".join(parts[:2]).strip() if len(parts) > 2 else reason.strip()
+
+
+@dataclass
+class ChunkStats:
+    """What one chunk did; stored in its marker so totals survive restarts."""
+
+    seeds: int = 0
+    requests: int = 0
+    requests_cached: int = 0
+    requests_failed: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    accepted: dict[str, int] = field(default_factory=dict)  # task -> count
+    rejected: dict[str, int] = field(default_factory=dict)
+    reasons: dict[str, int] = field(default_factory=dict)
+    validators: dict[str, dict[str, Any]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def merge_chunks(chunks: list[dict[str, Any]], wall_seconds: float) -> dict[str, Any]:
+    """Totals over chunk markers, in the stats.json layout."""
+    tot = Counter()
+    accepted, rejected, reasons = Counter(), Counter(), Counter()
+    validators: dict[str, dict[str, Any]] = {}
+    for c in chunks:
+        for k in ("seeds", "requests", "requests_cached", "requests_failed", "prompt_tokens", "completion_tokens"):
+            tot[k] += c.get(k, 0)
+        accepted.update(c.get("accepted", {}))
+        rejected.update(c.get("rejected", {}))
+        reasons.update(c.get("reasons", {}))
+        for name, v in c.get("validators", {}).items():
+            validators[name] = _merge_validator(validators.get(name), v)
+    n_acc, n_rej = sum(accepted.values()), sum(rejected.values())
+    gen_seconds = sum(c.get("seconds", 0.0) for c in chunks)
+    return {
+        "seeds": tot["seeds"],
+        "requests": {
+            "total": tot["requests"],
+            "cached": tot["requests_cached"],
+            "sent": tot["requests"] - tot["requests_cached"],
+            "failed": tot["requests_failed"],
+        },
+        "records": {"accepted": n_acc, "rejected": n_rej, "total": n_acc + n_rej},
+        "tasks": {t: {"accepted": accepted.get(t, 0), "rejected": rejected.get(t, 0)} for t in sorted(set(accepted) | set(rejected))},
+        "tokens": {"prompt": tot["prompt_tokens"], "completion": tot["completion_tokens"]},
+        "validators": validators,
+        "reject_reasons": dict(reasons.most_common()),
+        "throughput": {
+            "wall_seconds_last_session": round(wall_seconds, 3),
+            "chunk_seconds_total": round(gen_seconds, 3),
+            "records_per_second": round((n_acc + n_rej) / gen_seconds, 3) if gen_seconds else None,
+            "completion_tokens_per_second": round(tot["completion_tokens"] / gen_seconds, 3) if gen_seconds else None,
+        },
+    }
+
+
+def _merge_validator(a: dict[str, Any] | None, b: dict[str, Any]) -> dict[str, Any]:
+    merged = ValidatorStats.from_dict(b) if a is None else ValidatorStats.from_dict(a).merge(ValidatorStats.from_dict(b))
+    out = merged.to_dict()
+    out["pass_rate"] = round(merged.kept / merged.seen, 4) if merged.seen else None
+    return out
