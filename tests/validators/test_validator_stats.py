@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mmsynth.validators import ValidatorStats, Verdict, reason_key
+from mmsynth.validators.stats import tally
+
+
+def test_reason_key_groups_by_prefix():
+    assert reason_key("too short: 3 < 10 chars") == "too short"
+    assert reason_key("schema: $.a: 1 is not of type 'string'") == "schema"
+    assert reason_key("empty output") == "empty output"
+    assert reason_key(None) == "(no reason)"
+
+
+def test_counts_reasons_and_scores():
+    stats = ValidatorStats("heuristics")
+    for v in [
+        Verdict.ok("heuristics"),
+        Verdict.reject("heuristics", "too short: 3 < 10 chars"),
+        Verdict.reject("heuristics", "too short: 4 < 10 chars"),
+        Verdict.reject("heuristics", "repetition: top 3-gram covers 62% of 3-grams (max 30%)", 0.62),
+        Verdict.ok("heuristics", 0.1),
+    ]:
+        stats.add(v)
+    d = stats.to_dict()
+    assert (d["seen"], d["kept"], d["rejected"]) == (5, 2, 3)
+    assert d["reasons"] == {"too short": 2, "repetition": 1}
+    assert list(d["reasons"]) == ["too short", "repetition"]  # most frequent first
+    assert d["score"] == {"count": 2, "mean": pytest.approx(0.36), "min": 0.1, "max": 0.62}
+    assert stats.to_dict(top=1)["reasons"] == {"too short": 2}
+    json.dumps(d)
+
+
+def test_merge_and_round_trip():
+    a, b = ValidatorStats("dedup"), ValidatorStats("dedup")
+    a.add(Verdict.reject("dedup", "duplicate of: r1"))
+    b.add(Verdict.reject("dedup", "duplicate of: r7", 1.0))
+    b.add(Verdict.ok("dedup"))
+    merged = a.merge(b)
+    assert merged is a
+    assert merged.to_dict()["reasons"] == {"duplicate of": 2}
+    assert (merged.seen, merged.kept, merged.rejected) == (3, 1, 2)
+    assert ValidatorStats.from_dict(merged.to_dict()).to_dict() == merged.to_dict()
+    assert ValidatorStats("dedup").to_dict()["score"] is None
+    with pytest.raises(ValueError, match="cannot merge"):
+        a.merge(ValidatorStats("other"))
+
+
+def test_tally_per_validator():
+    stats = tally([[Verdict.ok("a"), Verdict.reject("b", "x: y")], [Verdict.reject("a", "z")]])
+    assert {k: (s.seen, s.rejected) for k, s in stats.items()} == {"a": (2, 1), "b": (1, 1)}
+    tally([[Verdict.ok("b")]], stats)
+    assert stats["b"].seen == 2

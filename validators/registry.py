@@ -1,0 +1,74 @@
+"""The validator registry: type name -> (config model, factory), and building validators from specs.
+
+A new validator is a module with a config (subclass of ValidatorConfig with a Literal `type`) and a
+class, plus one entry here. Nothing registers itself on import.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from mmsynth.validators.base import ValidatorConfig
+from mmsynth.validators.dedup import ExactDedupConfig, ExactDedupValidator
+from mmsynth.validators.heuristics import HeuristicsConfig, HeuristicsValidator
+from mmsynth.validators.schema import JsonSchemaConfig, JsonSchemaValidator
+from mmsynth.validators.types import Validator
+
+ValidatorFactory = Callable[[Any], Validator]
+
+VALIDATORS: dict[str, tuple[type[ValidatorConfig], ValidatorFactory]] = {
+    "json_schema": (JsonSchemaConfig, JsonSchemaValidator),
+    "heuristics": (HeuristicsConfig, HeuristicsValidator),
+    "exact_dedup": (ExactDedupConfig, ExactDedupValidator),
+}
+
+
+def known_validators() -> list[str]:
+    """Registered type names, sorted."""
+    return sorted(VALIDATORS)
+
+
+def validator_config_model(type_name: str) -> type[ValidatorConfig]:
+    """The pydantic model a spec of this type must satisfy; ValueError (with a suggestion) if unknown."""
+    try:
+        return VALIDATORS[type_name][0]
+    except KeyError:
+        raise ValueError(_unknown(type_name)) from None
+
+
+def parse_validator_config(spec: Mapping[str, Any]) -> ValidatorConfig:
+    """Validate a spec mapping into its config; ValueError for a missing/unknown type, pydantic's
+    ValidationError (also a ValueError) for bad fields."""
+    type_name = spec.get("type")
+    if not isinstance(type_name, str):
+        raise ValueError(
+            f"a validator spec needs a 'type' (one of: {', '.join(known_validators())}); got {spec!r}"
+        )
+    return validator_config_model(type_name).model_validate(dict(spec))
+
+
+def build_validator(spec: Mapping[str, Any] | ValidatorConfig) -> Validator:
+    """A validator from a spec like {"type": "heuristics", "min_chars": 5} or from an already-validated config."""
+    config = spec if isinstance(spec, ValidatorConfig) else parse_validator_config(spec)
+    if config.type not in VALIDATORS:
+        raise ValueError(_unknown(config.type))
+    return VALIDATORS[config.type][1](config)
+
+
+def build_validators(specs: Sequence[Mapping[str, Any] | ValidatorConfig]) -> list[Validator]:
+    """Validators for a stack, in order; ValueError when two share a name (stats would mix them)."""
+    validators = [build_validator(s) for s in specs]
+    seen: set[str] = set()
+    for v in validators:
+        if v.name in seen:
+            raise ValueError(f"two validators are named {v.name!r}; give one of them a distinct `name`")
+        seen.add(v.name)
+    return validators
+
+
+def _unknown(type_name: str) -> str:
+    close = difflib.get_close_matches(type_name, VALIDATORS, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"unknown validator type {type_name!r}{hint} (known: {', '.join(known_validators())})"

@@ -1,0 +1,104 @@
+"""Per-validator counts for stats.json: seen, kept, rejected, reasons by prefix, a score summary."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from mmsynth.validators.types import Verdict
+
+
+def reason_key(reason: str | None) -> str:
+    """The group a reason counts under: its text up to the first ':' ("too short: 3 < 10 chars" -> "too short")."""
+    if not reason:
+        return "(no reason)"
+    return reason.split(":", 1)[0].strip()
+
+
+@dataclass
+class ValidatorStats:
+    """Running counts for one validator; mergeable across shards and workers."""
+
+    name: str
+    seen: int = 0
+    kept: int = 0
+    rejected: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+    # Score summary kept as sums so that merging is exact.
+    score_count: int = 0
+    score_sum: float = 0.0
+    score_min: float | None = None
+    score_max: float | None = None
+
+    def add(self, verdict: Verdict) -> None:
+        self.seen += 1
+        if verdict.keep:
+            self.kept += 1
+        else:
+            self.rejected += 1
+            self.reasons[reason_key(verdict.reason)] += 1
+        if verdict.score is not None and not math.isnan(verdict.score):
+            self._add_scores(1, verdict.score, verdict.score, verdict.score)
+
+    def _add_scores(self, count: int, total: float, lo: float | None, hi: float | None) -> None:
+        self.score_count += count
+        self.score_sum += total
+        if lo is not None:
+            self.score_min = lo if self.score_min is None else min(self.score_min, lo)
+        if hi is not None:
+            self.score_max = hi if self.score_max is None else max(self.score_max, hi)
+
+    def merge(self, other: ValidatorStats) -> ValidatorStats:
+        """Add `other`'s counts into this one (in place) and return self."""
+        if other.name != self.name:
+            raise ValueError(f"cannot merge stats of {other.name!r} into {self.name!r}")
+        self.seen += other.seen
+        self.kept += other.kept
+        self.rejected += other.rejected
+        self.reasons.update(other.reasons)
+        self._add_scores(other.score_count, other.score_sum, other.score_min, other.score_max)
+        return self
+
+    def to_dict(self, top: int | None = None) -> dict[str, Any]:
+        """JSON-able counts; `reasons` is ordered most frequent first (only the `top` most when given)."""
+        score = None
+        if self.score_count:
+            score = {
+                "count": self.score_count,
+                "mean": self.score_sum / self.score_count,
+                "min": self.score_min,
+                "max": self.score_max,
+            }
+        return {
+            "name": self.name,
+            "seen": self.seen,
+            "kept": self.kept,
+            "rejected": self.rejected,
+            "reasons": dict(self.reasons.most_common(top)),
+            "score": score,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ValidatorStats:
+        """Inverse of `to_dict()` (with all reasons), for resuming from a stats.json."""
+        stats = cls(d["name"], d["seen"], d["kept"], d["rejected"], Counter(d.get("reasons") or {}))
+        if d.get("score"):
+            s = d["score"]
+            stats._add_scores(s["count"], s["mean"] * s["count"], s["min"], s["max"])
+        return stats
+
+
+def tally(
+    verdict_lists: Iterable[Sequence[Verdict]], stats: dict[str, ValidatorStats] | None = None
+) -> dict[str, ValidatorStats]:
+    """Add every verdict to the stats of the validator that gave it (created on first sight); returns the dict."""
+    stats = {} if stats is None else stats
+    for verdicts in verdict_lists:
+        for v in verdicts:
+            if v.validator not in stats:
+                stats[v.validator] = ValidatorStats(v.validator)
+            stats[v.validator].add(v)
+    return stats
