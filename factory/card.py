@@ -30,7 +30,9 @@ def dataset_configs(run_dir: Path, tasks: list[str]) -> list[dict[str, Any]]:
     return configs
 
 
-def write_card(run_dir: Path, recipe_name: str, tasks: list[str], stats: dict[str, Any], lineage: dict[str, Any]) -> None:
+def write_card(
+    run_dir: Path, recipe_name: str, tasks: list[str], stats: dict[str, Any], lineage: dict[str, Any]
+) -> None:
     meta = {
         "configs": dataset_configs(run_dir, tasks),
         "tags": ["synthetic", "mmsynth"],
@@ -57,7 +59,7 @@ def write_card(run_dir: Path, recipe_name: str, tasks: list[str], stats: dict[st
         "Every record carries its own lineage columns: template id, version and hash; model and revision; "
         "backend; sampling parameters and seed; finish reason and token counts; every validator verdict.",
         "",
-        "Load it with `datasets.load_dataset(\"<this folder>\")`, or one task with `name=\"<task>\"`.",
+        'Load it with `datasets.load_dataset("<this folder>")`, or one task with `name="<task>"`.',
         "",
     ]
     (run_dir / "README.md").write_text("\n".join(lines))

@@ -19,14 +19,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         result = run_recipe(args.recipe, args.out, fresh=args.fresh, progress=not args.quiet)
     except Interrupted:
-        print(f"[mmsynth] interrupted; finished shards and cached answers are kept. Run the same command to resume.", file=sys.stderr)
+        print(
+            "[mmsynth] interrupted; finished shards and cached answers are kept. Run the same command to resume.",
+            file=sys.stderr,
+        )
         return 130
     except BackendFailure as e:
-        print(f"[mmsynth] a model backend failed: {e}\nFinished shards are kept; fix the cause and rerun to resume.", file=sys.stderr)
+        print(
+            f"[mmsynth] a model backend failed: {e}\nFinished shards are kept; fix the cause and rerun to resume.",
+            file=sys.stderr,
+        )
         return 1
     s = result.stats
     if result.already_complete:
-        print(f"{result.run_dir} is already complete: nothing to do ({s['records']['accepted']} accepted, {s['records']['rejected']} rejected).")
+        print(
+            f"{result.run_dir} is already complete: nothing to do ({s['records']['accepted']} accepted, {s['records']['rejected']} rejected)."
+        )
         return 0
     req = s["requests"]
     print(
@@ -59,13 +67,17 @@ def cmd_stats(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from mmsynth.factory.cli_prompts import add_prompts_commands
 
-    p = argparse.ArgumentParser(prog="mmsynth", description="A factory for synthetic multimodal training data.")
+    p = argparse.ArgumentParser(
+        prog="mmsynth", description="A factory for synthetic multimodal training data."
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="run (or resume) a recipe into a dataset folder")
     r.add_argument("recipe", help="recipe YAML file")
     r.add_argument("--out", required=True, help="run folder; rerunning into it resumes where it stopped")
-    r.add_argument("--fresh", action="store_true", help="rebuild the folder from scratch (keeps the response cache)")
+    r.add_argument(
+        "--fresh", action="store_true", help="rebuild the folder from scratch (keeps the response cache)"
+    )
     r.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     r.set_defaults(func=cmd_run)
 

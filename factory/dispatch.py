@@ -70,16 +70,20 @@ class Dispatcher:
                         f"backend {self.backend.name} returned {len(gens)} answers for {len(batch)} requests"
                     )
             except Exception as e:  # any exception here is the backend's, not a request's
-                err = e if isinstance(e, BackendFailure) else BackendFailure(f"{self.backend.name} ({self.backend.model}): {e}")
+                err = (
+                    e
+                    if isinstance(e, BackendFailure)
+                    else BackendFailure(f"{self.backend.name} ({self.backend.model}): {e}")
+                )
                 for f in futures:
                     if not f.done():
                         f.set_exception(err)
                 continue
-            stamp = self.cache.put_many((r.key, g) for r, g in zip(batch, gens))
+            stamp = self.cache.put_many((r.key, g) for r, g in zip(batch, gens, strict=True))
             self._log("answered", batch)
             if self.on_answer:
                 self.on_answer(batch, gens)
-            for f, g in zip(futures, gens):
+            for f, g in zip(futures, gens, strict=True):
                 if not f.done():
                     f.set_result((g, stamp))
 
@@ -87,7 +91,14 @@ class Dispatcher:
         # One line per batch: enough to answer "which requests went out, and which came back".
         if self.log_path is None:
             return
-        line = json.dumps({"t": round(time.time(), 3), "event": event, "backend": self.backend.name, "keys": [r.key for r in batch]})
+        line = json.dumps(
+            {
+                "t": round(time.time(), 3),
+                "event": event,
+                "backend": self.backend.name,
+                "keys": [r.key for r in batch],
+            }
+        )
         with open(self.log_path, "a") as f:
             f.write(line + "\n")
 

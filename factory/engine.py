@@ -95,7 +95,12 @@ async def run_engine(
 ) -> int:
     """Process chunks from `first_chunk` on; returns the number of chunks finished in this session."""
     dispatchers = {
-        name: Dispatcher(b, cache, run_dir.requests_log, on_answer=lambda batch, gens: progress.bump(requests_done=len(batch)))
+        name: Dispatcher(
+            b,
+            cache,
+            run_dir.requests_log,
+            on_answer=lambda batch, gens: progress.bump(requests_done=len(batch)),
+        )
         for name, b in plan.backends.items()
     }
     pending: list[ChunkWork] = []
@@ -129,7 +134,9 @@ def _ready(work: ChunkWork) -> bool:
     return all(i.future is None or i.future.done() for i in work.items)
 
 
-def _start_chunk(plan: Plan, index: int, seeds: list[Seed], cache: ResponseCache, dispatchers, progress: Progress) -> ChunkWork:
+def _start_chunk(
+    plan: Plan, index: int, seeds: list[Seed], cache: ResponseCache, dispatchers, progress: Progress
+) -> ChunkWork:
     work = ChunkWork(index, [], time.monotonic())
     work.stats.seeds = len(seeds)
     for seed in seeds:
@@ -163,7 +170,9 @@ def _start_chunk(plan: Plan, index: int, seeds: list[Seed], cache: ResponseCache
     return work
 
 
-async def _finish_chunk(plan: Plan, run_dir: RunDir, work: ChunkWork, progress: Progress, stop_event: asyncio.Event) -> None:
+async def _finish_chunk(
+    plan: Plan, run_dir: RunDir, work: ChunkWork, progress: Progress, stop_event: asyncio.Event
+) -> None:
     for item in work.items:
         if item.future is not None:
             try:
@@ -176,7 +185,7 @@ async def _finish_chunk(plan: Plan, run_dir: RunDir, work: ChunkWork, progress: 
     live = [r for r in records if r.error is None]
     candidates = [r.candidate() for r in live]
     verdict_lists = run_stack(plan.validators, candidates)
-    for rec, verdicts in zip(live, verdict_lists):
+    for rec, verdicts in zip(live, verdict_lists, strict=True):
         rec.verdicts = list(verdicts)
     remember_accepted(plan.validators, candidates, verdict_lists)
     _count(plan, work.stats, records, verdict_lists)
@@ -209,7 +218,9 @@ def _records(item: Item, stats: ChunkStats) -> list[Record]:
     if item.request is None:
         key = stable_hash(["error", seed.id, task.name])
         images = tuple(v for v in seed.fields.values() if isinstance(v, ImageRef))[:1]
-        return [_error_record(item, key, 0, plain, images, "", "", lineage, {}, None, _now(), item.error or "")]
+        return [
+            _error_record(item, key, 0, plain, images, "", "", lineage, {}, None, _now(), item.error or "")
+        ]
     req = item.request
     images = req.prompt.images
     system, user = prompt_texts(req.prompt)
@@ -220,7 +231,23 @@ def _records(item: Item, stats: ChunkStats) -> list[Record]:
     stats.completion_tokens += gen.completion_tokens
     if gen.error is not None:
         stats.requests_failed += 1
-        return [_error_record(item, req.key, 0, plain, images, system, user, lineage, sampling, req.sampling.seed, created, f"backend: {gen.error}", gen)]
+        return [
+            _error_record(
+                item,
+                req.key,
+                0,
+                plain,
+                images,
+                system,
+                user,
+                lineage,
+                sampling,
+                req.sampling.seed,
+                created,
+                f"backend: {gen.error}",
+                gen,
+            )
+        ]
     out = []
     per_output_prompt = gen.prompt_tokens
     for i, o in enumerate(gen.outputs):
@@ -229,23 +256,68 @@ def _records(item: Item, stats: ChunkStats) -> list[Record]:
             parsed, perr = parse_json_output(o.text)
         out.append(
             Record(
-                id=record_id(req.key, i), task=task.name, seed_id=seed.id, seed_index=seed.index, seed=plain,
-                images=images, system=system, prompt=user, output=o.text, parsed=parsed, parse_error=perr,
-                finish_reason=o.finish_reason, prompt_tokens=per_output_prompt if i == 0 else 0,
+                id=record_id(req.key, i),
+                task=task.name,
+                seed_id=seed.id,
+                seed_index=seed.index,
+                seed=plain,
+                images=images,
+                system=system,
+                prompt=user,
+                output=o.text,
+                parsed=parsed,
+                parse_error=perr,
+                finish_reason=o.finish_reason,
+                prompt_tokens=per_output_prompt if i == 0 else 0,
                 completion_tokens=_share(gen.completion_tokens, len(gen.outputs), i),
-                sampling=sampling, sample_seed=req.sampling.seed, sample_index=i, request_key=req.key,
-                created_at=created, **lineage,
+                sampling=sampling,
+                sample_seed=req.sampling.seed,
+                sample_index=i,
+                request_key=req.key,
+                created_at=created,
+                **lineage,
             )
         )
     return out
 
 
-def _error_record(item, key, i, plain, images, system, user, lineage, sampling, sample_seed, created, reason, gen: Generation | None = None) -> Record:
+def _error_record(
+    item,
+    key,
+    i,
+    plain,
+    images,
+    system,
+    user,
+    lineage,
+    sampling,
+    sample_seed,
+    created,
+    reason,
+    gen: Generation | None = None,
+) -> Record:
     return Record(
-        id=record_id(key, i), task=item.task.name, seed_id=item.seed.id, seed_index=item.seed.index, seed=plain,
-        images=images, system=system, prompt=user, output="", parsed=None, parse_error=None, finish_reason="error",
-        prompt_tokens=gen.prompt_tokens if gen else 0, completion_tokens=0, sampling=sampling, sample_seed=sample_seed,
-        sample_index=i, request_key=key if item.request else "", created_at=created, error=reason, **lineage,
+        id=record_id(key, i),
+        task=item.task.name,
+        seed_id=item.seed.id,
+        seed_index=item.seed.index,
+        seed=plain,
+        images=images,
+        system=system,
+        prompt=user,
+        output="",
+        parsed=None,
+        parse_error=None,
+        finish_reason="error",
+        prompt_tokens=gen.prompt_tokens if gen else 0,
+        completion_tokens=0,
+        sampling=sampling,
+        sample_seed=sample_seed,
+        sample_index=i,
+        request_key=key if item.request else "",
+        created_at=created,
+        error=reason,
+        **lineage,
     )
 
 

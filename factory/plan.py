@@ -18,7 +18,7 @@ from mmsynth.generators.registry import build_backend, known_backends
 from mmsynth.generators.types import Backend, GenerationRequest, SamplingParams, request_key
 from mmsynth.prompts import PromptTemplate, TemplateError, TemplateRegistry, render_template
 from mmsynth.prompts.messages import RenderedPrompt
-from mmsynth.validators import build_validator, validator_config_model
+from mmsynth.validators import build_validators, validator_config_model
 from mmsynth.validators.types import Validator
 
 TINY_KINDS = ("lm", "vlm", "sd")
@@ -82,9 +82,17 @@ def build_plan(recipe: Recipe) -> Plan:
 
     for name, spec in recipe.models.items():
         if spec.backend not in known_backends():
-            raise err(("models", name, "backend"), f"unknown backend '{spec.backend}'", _did_you_mean(spec.backend, known_backends()))
+            raise err(
+                ("models", name, "backend"),
+                f"unknown backend '{spec.backend}'",
+                _did_you_mean(spec.backend, known_backends()),
+            )
         if spec.model.startswith("tiny:") and spec.model.split(":", 1)[1] not in TINY_KINDS:
-            raise err(("models", name, "model"), f"unknown tiny model '{spec.model}'", f"use one of {', '.join('tiny:' + k for k in TINY_KINDS)}")
+            raise err(
+                ("models", name, "model"),
+                f"unknown tiny model '{spec.model}'",
+                f"use one of {', '.join('tiny:' + k for k in TINY_KINDS)}",
+            )
 
     tasks_cfg = []
     templates: dict[str, PromptTemplate] = {}
@@ -98,7 +106,8 @@ def build_plan(recipe: Recipe) -> Plan:
         for var, src_field in sorted(inputs.items()):
             spec = tpl.inputs.get(var)
             optional = bool(spec and spec.optional)
-            if var == "exemplars" or optional:
+            # An optional input may be absent, unless the recipe maps it to a field explicitly.
+            if var == "exemplars" or (optional and var not in t.inputs):
                 continue
             if src_field not in fields:
                 loc = ("tasks", i, "inputs", var) if var in t.inputs else ("tasks", i, "template")
@@ -110,7 +119,11 @@ def build_plan(recipe: Recipe) -> Plan:
                 )
         for var in t.inputs:
             if var not in tpl.inputs and var not in tpl.variables():
-                raise err(("tasks", i, "inputs", var), f"template {tpl.ref} has no input '{var}'", f"its inputs are: {', '.join(sorted(tpl.inputs))}")
+                raise err(
+                    ("tasks", i, "inputs", var),
+                    f"template {tpl.ref} has no input '{var}'",
+                    f"its inputs are: {', '.join(sorted(tpl.inputs))}",
+                )
         tasks_cfg.append((t, tpl, inputs))
 
     validators = []
@@ -126,8 +139,18 @@ def build_plan(recipe: Recipe) -> Plan:
             model.model_validate(vspec)
         except ValidationError as e:
             first = e.errors()[0]
-            raise err(("validators", i, *first["loc"]), first["msg"], _did_you_mean(str(first["loc"][-1]), model.model_fields) if first["type"] == "extra_forbidden" else None) from None
-        validators.append(build_validator(vspec))
+            raise err(
+                ("validators", i, *first["loc"]),
+                first["msg"],
+                _did_you_mean(str(first["loc"][-1]), model.model_fields)
+                if first["type"] == "extra_forbidden"
+                else None,
+            ) from None
+
+    try:
+        validators = build_validators(recipe.validators)
+    except ValueError as e:
+        raise err(("validators",), str(e)) from None
 
     tasks = []
     for t, tpl, inputs in tasks_cfg:
@@ -169,14 +192,18 @@ def derive_seed(run_seed: int, seed_id: str, task: str) -> int:
     return int.from_bytes(h[:4], "little") & 0x7FFFFFFF
 
 
-def build_request(task: TaskPlan, fields: dict[str, Any], seed_id: str, run_seed: int) -> tuple[RenderedPrompt, GenerationRequest]:
+def build_request(
+    task: TaskPlan, fields: dict[str, Any], seed_id: str, run_seed: int
+) -> tuple[RenderedPrompt, GenerationRequest]:
     variables = {var: fields.get(src) for var, src in task.inputs.items() if src in fields}
     prompt = render_template(task.template, variables)
     allowed = {"temperature", "top_p", "max_tokens", "stop"}
     params = {k: v for k, v in task.sampling.items() if k in allowed}
     if "stop" in params:
         params["stop"] = tuple(params["stop"] or ())
-    sampling = SamplingParams(**params, n=task.n, seed=task.sampling.get("seed", derive_seed(run_seed, seed_id, task.name)))
+    sampling = SamplingParams(
+        **params, n=task.n, seed=task.sampling.get("seed", derive_seed(run_seed, seed_id, task.name))
+    )
     b = task.backend
     key = request_key(prompt, sampling, b.model, b.revision, b.name)
     return prompt, GenerationRequest(prompt, sampling, key)

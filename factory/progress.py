@@ -7,7 +7,8 @@ import time
 from contextlib import contextmanager
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress as RichProgress
 
 from mmsynth.factory.engine import Progress
 
@@ -55,9 +56,19 @@ def show_progress(progress: Progress, seeds_total: int | None, tasks: int, enabl
 
     def update(p: Progress) -> None:
         el = max(time.monotonic() - start, 1e-6)
-        bar.update(gen, completed=p.requests_done, total=total_req or p.requests_total or None, rate=f"{p.requests_done / el:.1f} req/s")
+        bar.update(
+            gen,
+            completed=p.requests_done,
+            total=total_req or p.requests_total or None,
+            rate=f"{p.requests_done / el:.1f} req/s",
+        )
         done = p.accepted + p.rejected
-        bar.update(rec, completed=done, rate=f"{done / el:.1f} rec/s", extra=f"[green]{p.accepted} accepted[/] [red]{p.rejected} rejected[/] [yellow]{p.failed} failed[/]")
+        bar.update(
+            rec,
+            completed=done,
+            rate=f"{done / el:.1f} rec/s",
+            extra=f"[green]{p.accepted} accepted[/] [red]{p.rejected} rejected[/] [yellow]{p.failed} failed[/]",
+        )
 
     progress.on_change = update
     with bar:

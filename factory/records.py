@@ -120,7 +120,11 @@ def prompt_texts(prompt: RenderedPrompt) -> tuple[str, str]:
         if m.role == "system":
             system = m.text
         elif m.role == "user":
-            user.extend(p.text if isinstance(p, TextPart) else "<image>" for p in m.parts if isinstance(p, (TextPart, ImagePart)))
+            user.extend(
+                p.text if isinstance(p, TextPart) else "<image>"
+                for p in m.parts
+                if isinstance(p, (TextPart, ImagePart))
+            )
     return system, "".join(user)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import signal
 import sys
@@ -22,6 +23,7 @@ from mmsynth.factory.run_dir import RunDir, write_json_atomic
 from mmsynth.factory.seeds import count_seeds, iter_seeds
 from mmsynth.factory.shards import read_replay_rows, shard_path
 from mmsynth.factory.stats import merge_chunks
+from mmsynth.validators import remember_accepted
 
 
 @dataclass
@@ -31,7 +33,9 @@ class RunResult:
     already_complete: bool = False
 
 
-def run_recipe(recipe_path: str | Path, out: str | Path, fresh: bool = False, progress: bool = True) -> RunResult:
+def run_recipe(
+    recipe_path: str | Path, out: str | Path, fresh: bool = False, progress: bool = True
+) -> RunResult:
     """Run (or resume) `recipe_path` into `out`. Raises RecipeError/RunDirError before writing anything
     when the recipe or the folder is wrong, Interrupted on Ctrl-C (after draining), BackendFailure when
     a model fails as a whole."""
@@ -54,7 +58,12 @@ def run_recipe(recipe_path: str | Path, out: str | Path, fresh: bool = False, pr
         seeds = iter_seeds(recipe.seeds, recipe.source_path.parent, start=first * chunk_size)
         total = count_seeds(recipe.seeds, recipe.source_path.parent)
         counter = Progress()
-        with show_progress(counter, None if total is None else max(total - first * chunk_size, 0), len(plan.tasks), enabled=progress):
+        with show_progress(
+            counter,
+            None if total is None else max(total - first * chunk_size, 0),
+            len(plan.tasks),
+            enabled=progress,
+        ):
             asyncio.run(_run_async(plan, run_dir, cache, seeds, first, counter))
     finally:
         cache.close()
@@ -73,21 +82,20 @@ async def _run_async(plan: Plan, run_dir: RunDir, cache, seeds, first: int, coun
         if stop.is_set():  # second Ctrl-C: quit now; finished chunks and cached answers are safe on disk
             raise KeyboardInterrupt
         stop.set()
-        print("\n[mmsynth] stopping: finishing the requests in flight (Ctrl-C again to quit at once)", file=sys.stderr)
+        print(
+            "\n[mmsynth] stopping: finishing the requests in flight (Ctrl-C again to quit at once)",
+            file=sys.stderr,
+        )
 
     for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread, or Windows
             loop.add_signal_handler(sig, on_signal)
-        except (NotImplementedError, RuntimeError):  # not the main thread, or Windows
-            pass
     try:
         await run_engine(plan, run_dir, cache, seeds, first, counter, stop)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
-            except (NotImplementedError, RuntimeError):
-                pass
 
 
 def _chunk_infos(run_dir: RunDir) -> list[dict[str, Any]]:
@@ -95,18 +103,21 @@ def _chunk_infos(run_dir: RunDir) -> list[dict[str, Any]]:
 
 
 def _replay_accepted(plan: Plan, run_dir: RunDir, finished: int) -> None:
-    """Give stateful validators (dedup) the accepted records of finished chunks, in order."""
-    stateful = [v for v in plan.validators if getattr(v, "stateful", True)]
-    if not stateful or finished == 0:
+    """Give stateful validators (dedup) the accepted records of finished chunks, in stream order,
+    so their state equals that of an uninterrupted run."""
+    stateful = [v for v in plan.validators if getattr(v, "stateful", False)]
+    if not stateful:
         return
+    order = {t.name: i for i, t in enumerate(plan.tasks)}
     for k in range(finished):
+        rows = []
         for task in plan.tasks:
             path = shard_path(run_dir.path, task.name, "train", k)
             if path.exists():
-                for row in read_replay_rows(path):
-                    cand = candidate_from_row(row)
-                    for v in stateful:
-                        v.remember(cand)
+                rows.extend(read_replay_rows(path))
+        # Live runs remember in (seed, task, sample) order; shards are per task, so restore that order.
+        rows.sort(key=lambda r: (r["seed_index"], order[r["task"]], r["sample_index"]))
+        remember_accepted(stateful, [candidate_from_row(r) for r in rows])
 
 
 def _finish(plan: Plan, run_dir: RunDir, stats: dict[str, Any]) -> None:
@@ -121,11 +132,16 @@ def _finish(plan: Plan, run_dir: RunDir, stats: dict[str, Any]) -> None:
         "recipe": recipe.name,
         "fingerprint": plan.fingerprint(),
         "templates": {t.ref: t.hash for t in plan.templates},
-        "models": {name: {"model": b.model, "revision": b.revision, "backend": b.name} for name, b in plan.backends.items()},
+        "models": {
+            name: {"model": b.model, "revision": b.revision, "backend": b.name}
+            for name, b in plan.backends.items()
+        },
     }
     write_card(run_dir.path, recipe.name, [t.name for t in plan.tasks], stats, lineage)
     # Written last: its existence means the run completed.
-    write_json_atomic(run_dir.manifest, {"complete": True, "records": stats["records"], "lineage": lineage, "format": 1})
+    write_json_atomic(
+        run_dir.manifest, {"complete": True, "records": stats["records"], "lineage": lineage, "format": 1}
+    )
 
 
 __all__ = ["Interrupted", "RunResult", "run_recipe"]

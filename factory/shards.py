@@ -57,7 +57,18 @@ SCHEMA: pa.Schema = FEATURES.arrow_schema
 SPLITS = ("train", "rejected")
 
 # Columns needed to replay accepted records into stateful validators on resume (no image bytes).
-REPLAY_COLUMNS = ["id", "task", "output", "parsed", "finish_reason", "prompt", "image_sha256", "seed"]
+REPLAY_COLUMNS = [
+    "id",
+    "task",
+    "seed_index",
+    "sample_index",
+    "output",
+    "parsed",
+    "finish_reason",
+    "prompt",
+    "image_sha256",
+    "seed",
+]
 
 
 def shard_path(run_dir: Path, task: str, split: str, chunk: int) -> Path:

@@ -41,7 +41,14 @@ def merge_chunks(chunks: list[dict[str, Any]], wall_seconds: float) -> dict[str,
     accepted, rejected, reasons = Counter(), Counter(), Counter()
     validators: dict[str, dict[str, Any]] = {}
     for c in chunks:
-        for k in ("seeds", "requests", "requests_cached", "requests_failed", "prompt_tokens", "completion_tokens"):
+        for k in (
+            "seeds",
+            "requests",
+            "requests_cached",
+            "requests_failed",
+            "prompt_tokens",
+            "completion_tokens",
+        ):
             tot[k] += c.get(k, 0)
         accepted.update(c.get("accepted", {}))
         rejected.update(c.get("rejected", {}))
@@ -59,7 +66,10 @@ def merge_chunks(chunks: list[dict[str, Any]], wall_seconds: float) -> dict[str,
             "failed": tot["requests_failed"],
         },
         "records": {"accepted": n_acc, "rejected": n_rej, "total": n_acc + n_rej},
-        "tasks": {t: {"accepted": accepted.get(t, 0), "rejected": rejected.get(t, 0)} for t in sorted(set(accepted) | set(rejected))},
+        "tasks": {
+            t: {"accepted": accepted.get(t, 0), "rejected": rejected.get(t, 0)}
+            for t in sorted(set(accepted) | set(rejected))
+        },
         "tokens": {"prompt": tot["prompt_tokens"], "completion": tot["completion_tokens"]},
         "validators": validators,
         "reject_reasons": dict(reasons.most_common()),
@@ -67,13 +77,19 @@ def merge_chunks(chunks: list[dict[str, Any]], wall_seconds: float) -> dict[str,
             "wall_seconds_last_session": round(wall_seconds, 3),
             "chunk_seconds_total": round(gen_seconds, 3),
             "records_per_second": round((n_acc + n_rej) / gen_seconds, 3) if gen_seconds else None,
-            "completion_tokens_per_second": round(tot["completion_tokens"] / gen_seconds, 3) if gen_seconds else None,
+            "completion_tokens_per_second": round(tot["completion_tokens"] / gen_seconds, 3)
+            if gen_seconds
+            else None,
         },
     }
 
 
 def _merge_validator(a: dict[str, Any] | None, b: dict[str, Any]) -> dict[str, Any]:
-    merged = ValidatorStats.from_dict(b) if a is None else ValidatorStats.from_dict(a).merge(ValidatorStats.from_dict(b))
+    merged = (
+        ValidatorStats.from_dict(b)
+        if a is None
+        else ValidatorStats.from_dict(a).merge(ValidatorStats.from_dict(b))
+    )
     out = merged.to_dict()
     out["pass_rate"] = round(merged.kept / merged.seen, 4) if merged.seen else None
     return out

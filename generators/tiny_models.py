@@ -88,6 +88,9 @@ def make_tiny(kind: str, out_dir: str | Path, seed: int = 0) -> Path:
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     tmp.mkdir()
     try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # "Writing model shards" bars are noise for a 1 MB model
         _BUILDERS[kind](tmp, seed)
         # No timestamps or timings in the marker: the whole folder, marker included, is reproducible,
         # so its content-hash revision (and every cache key built on it) survives a rebuild.

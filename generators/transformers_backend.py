@@ -119,7 +119,10 @@ class TransformersBackend:
             return
         import torch
         from transformers import AutoConfig
+        from transformers.utils import logging as hf_logging
 
+        # The factory draws its own progress; transformers' per-load bars would interleave with it.
+        hf_logging.disable_progress_bar()
         device = self.device_arg
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
