@@ -14,14 +14,12 @@ from typing import Any
 from mmsynth.factory.errors import RecipeError
 from mmsynth.factory.recipe import Recipe
 from mmsynth.factory.seeds import seed_fields
-from mmsynth.generators.registry import build_backend, known_backends
+from mmsynth.generators.registry import backend_class, build_backend, known_backends
 from mmsynth.generators.types import Backend, GenerationRequest, SamplingParams, request_key
 from mmsynth.prompts import PromptTemplate, TemplateError, TemplateRegistry, render_template
 from mmsynth.prompts.messages import RenderedPrompt
 from mmsynth.validators import build_validators, validator_config_model
 from mmsynth.validators.types import Validator
-
-TINY_KINDS = ("lm", "vlm", "sd")
 
 
 @dataclass
@@ -87,11 +85,14 @@ def build_plan(recipe: Recipe) -> Plan:
                 f"unknown backend '{spec.backend}'",
                 _did_you_mean(spec.backend, known_backends()),
             )
-        if spec.model.startswith("tiny:") and spec.model.split(":", 1)[1] not in TINY_KINDS:
+        options_model = getattr(backend_class(spec.backend), "Options", None)
+        if options_model is not None:
+            _check_against(options_model, spec.options, ("models", name, "options"), err)
+        elif spec.options:
             raise err(
-                ("models", name, "model"),
-                f"unknown tiny model '{spec.model}'",
-                f"use one of {', '.join('tiny:' + k for k in TINY_KINDS)}",
+                ("models", name, "options"),
+                f"backend '{spec.backend}' takes no options",
+                "remove `options:` (docs/models.md lists each backend's settings)",
             )
 
     tasks_cfg = []
@@ -126,26 +127,12 @@ def build_plan(recipe: Recipe) -> Plan:
                 )
         tasks_cfg.append((t, tpl, inputs))
 
-    validators = []
     for i, vspec in enumerate(recipe.validators):
-        vtype = vspec.get("type")
         try:
-            model = validator_config_model(vtype)
+            model = validator_config_model(vspec.get("type"))
         except ValueError as e:
             raise err(("validators", i, "type"), str(e)) from None
-        from pydantic import ValidationError
-
-        try:
-            model.model_validate(vspec)
-        except ValidationError as e:
-            first = e.errors()[0]
-            raise err(
-                ("validators", i, *first["loc"]),
-                first["msg"],
-                _did_you_mean(str(first["loc"][-1]), model.model_fields)
-                if first["type"] == "extra_forbidden"
-                else None,
-            ) from None
+        _check_against(model, vspec, ("validators", i), err)
 
     try:
         validators = build_validators(recipe.validators)
@@ -207,6 +194,20 @@ def build_request(
     b = task.backend
     key = request_key(prompt, sampling, b.model, b.revision, b.name)
     return prompt, GenerationRequest(prompt, sampling, key)
+
+
+def _check_against(model, data: dict, prefix: tuple, err) -> None:
+    """Validate `data` against a pydantic model; the first problem becomes a RecipeError at its line."""
+    from pydantic import ValidationError
+
+    try:
+        model.model_validate(data)
+    except ValidationError as e:
+        first = e.errors()[0]
+        hint = None
+        if first["type"] == "extra_forbidden":
+            hint = _did_you_mean(str(first["loc"][-1]), model.model_fields)
+        raise err((*prefix, *first["loc"]), first["msg"], hint) from None
 
 
 def _did_you_mean(word: str, options, prefix: str = "did you mean") -> str | None:

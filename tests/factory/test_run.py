@@ -242,6 +242,10 @@ def test_corrupt_image_seed_becomes_a_rejected_record(tmp_path):
         ),
         (("min_chars: 4", "min_char: 4"), r"recipe.yaml:\d+:\d+: validators\[0\]\.min_char.*min_chars"),
         (
+            ("device: cpu}", "device: cpu, options: {temperature: 1}}"),
+            r"recipe.yaml:\d+:\d+: models\.vlm\.options.*takes no options",
+        ),
+        (
             ("seeds: {type: scenes, count: 12, image_size: 64}", "seeds: {type: jsonl, path: missing.jsonl}"),
             r"recipe.yaml:\d+:\d+: seeds\.path.*missing\.jsonl",
         ),
