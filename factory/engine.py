@@ -14,21 +14,19 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any
 
+from mmsynth.factory.assemble import assemble_records
 from mmsynth.factory.cache import ResponseCache
 from mmsynth.factory.dispatch import Dispatcher
 from mmsynth.factory.plan import Plan, TaskPlan, build_request
-from mmsynth.factory.records import Record, prompt_texts, record_id
+from mmsynth.factory.records import Record
 from mmsynth.factory.run_dir import RunDir, write_json_atomic
 from mmsynth.factory.seeds.base import Seed
 from mmsynth.factory.shards import SPLITS, shard_path, write_shard
 from mmsynth.factory.stats import ChunkStats, reason_key
-from mmsynth.generators.types import Generation, GenerationRequest
-from mmsynth.prompts.media import ImageRef
-from mmsynth.prompts.messages import stable_hash
-from mmsynth.validators import ValidatorStats, parse_json_output, remember_accepted, run_stack, tally
+from mmsynth.generators.types import GenerationRequest
+from mmsynth.validators import ValidatorStats, remember_accepted, run_stack, tally
 
 
 @dataclass
@@ -181,7 +179,11 @@ async def _finish_chunk(
                 raise Interrupted from None
     if stop_event.is_set() and not _ready(work):
         raise Interrupted
-    records = [r for item in work.items for r in _records(item, work.stats)]
+    records = [
+        r
+        for item in work.items
+        for r in assemble_records(item.seed, item.task, item.request, item.answer, item.error, work.stats)
+    ]
     live = [r for r in records if r.error is None]
     candidates = [r.candidate() for r in live]
     verdict_lists = run_stack(plan.validators, candidates)
@@ -199,140 +201,6 @@ async def _finish_chunk(
     write_json_atomic(run_dir.chunk_marker(work.index), work.stats.to_dict())
     acc = sum(r.accepted for r in records)
     progress.bump(accepted=acc, rejected=len(records) - acc, chunks_done=1, failed=work.stats.requests_failed)
-
-
-def _records(item: Item, stats: ChunkStats) -> list[Record]:
-    task, seed = item.task, item.seed
-    plain = {k: v for k, v in seed.fields.items() if not isinstance(v, ImageRef) and not _is_image_list(v)}
-    images: tuple[ImageRef, ...] = ()
-    system = user = ""
-    lineage: dict[str, Any] = {
-        "template_id": task.template.id,
-        "template_version": task.template.version,
-        "template_hash": task.template.hash,
-        "model": task.backend.model,
-        "model_revision": task.backend.revision,
-        "backend": task.backend.name,
-        "output_schema": task.template.output_schema,
-    }
-    if item.request is None:
-        key = stable_hash(["error", seed.id, task.name])
-        images = tuple(v for v in seed.fields.values() if isinstance(v, ImageRef))[:1]
-        return [
-            _error_record(item, key, 0, plain, images, "", "", lineage, {}, None, _now(), item.error or "")
-        ]
-    req = item.request
-    images = req.prompt.images
-    system, user = prompt_texts(req.prompt)
-    gen, stamp = item.answer
-    created = datetime.fromtimestamp(stamp, timezone.utc).isoformat()
-    sampling = req.sampling.to_dict()
-    stats.prompt_tokens += gen.prompt_tokens
-    stats.completion_tokens += gen.completion_tokens
-    if gen.error is not None:
-        stats.requests_failed += 1
-        return [
-            _error_record(
-                item,
-                req.key,
-                0,
-                plain,
-                images,
-                system,
-                user,
-                lineage,
-                sampling,
-                req.sampling.seed,
-                created,
-                f"backend: {gen.error}",
-                gen,
-            )
-        ]
-    out = []
-    per_output_prompt = gen.prompt_tokens
-    for i, o in enumerate(gen.outputs):
-        parsed, perr = (None, None)
-        if task.template.output_schema is not None:
-            parsed, perr = parse_json_output(o.text)
-        out.append(
-            Record(
-                id=record_id(req.key, i),
-                task=task.name,
-                seed_id=seed.id,
-                seed_index=seed.index,
-                seed=plain,
-                images=images,
-                system=system,
-                prompt=user,
-                output=o.text,
-                parsed=parsed,
-                parse_error=perr,
-                finish_reason=o.finish_reason,
-                prompt_tokens=per_output_prompt if i == 0 else 0,
-                completion_tokens=_share(gen.completion_tokens, len(gen.outputs), i),
-                sampling=sampling,
-                sample_seed=req.sampling.seed,
-                sample_index=i,
-                request_key=req.key,
-                created_at=created,
-                **lineage,
-            )
-        )
-    return out
-
-
-def _error_record(
-    item,
-    key,
-    i,
-    plain,
-    images,
-    system,
-    user,
-    lineage,
-    sampling,
-    sample_seed,
-    created,
-    reason,
-    gen: Generation | None = None,
-) -> Record:
-    return Record(
-        id=record_id(key, i),
-        task=item.task.name,
-        seed_id=item.seed.id,
-        seed_index=item.seed.index,
-        seed=plain,
-        images=images,
-        system=system,
-        prompt=user,
-        output="",
-        parsed=None,
-        parse_error=None,
-        finish_reason="error",
-        prompt_tokens=gen.prompt_tokens if gen else 0,
-        completion_tokens=0,
-        sampling=sampling,
-        sample_seed=sample_seed,
-        sample_index=i,
-        request_key=key if item.request else "",
-        created_at=created,
-        error=reason,
-        **lineage,
-    )
-
-
-def _share(total: int, n: int, i: int) -> int:
-    # Split completion tokens over n outputs so per-record counts add up to the request's total.
-    base, rest = divmod(total, max(n, 1))
-    return base + (1 if i < rest else 0)
-
-
-def _is_image_list(v: Any) -> bool:
-    return isinstance(v, (list, tuple)) and bool(v) and all(isinstance(x, ImageRef) for x in v)
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat()
 
 
 def _count(plan: Plan, stats: ChunkStats, records: list[Record], verdict_lists) -> None:
