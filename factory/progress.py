@@ -14,7 +14,9 @@ from mmsynth.factory.engine import Progress
 
 
 @contextmanager
-def show_progress(progress: Progress, seeds_total: int | None, tasks: int, enabled: bool = True):
+def show_progress(
+    progress: Progress, seeds_total: int | None, tasks: int, outputs_per_seed: int = 1, enabled: bool = True
+):
     """Attach a display to `progress` for the duration of the block."""
     console = Console(stderr=True)
     if not enabled:
@@ -52,7 +54,9 @@ def show_progress(progress: Progress, seeds_total: int | None, tasks: int, enabl
     start = time.monotonic()
     total_req = seeds_total * tasks if seeds_total is not None else None
     gen = bar.add_task("generate", total=total_req, rate="", extra="")
-    rec = bar.add_task("records", total=None, rate="", extra="")
+    # A failed request yields one record instead of n, so this total is an upper bound.
+    total_rec = seeds_total * outputs_per_seed if seeds_total is not None else None
+    rec = bar.add_task("records", total=total_rec, rate="", extra="")
 
     def update(p: Progress) -> None:
         el = max(time.monotonic() - start, 1e-6)

@@ -62,6 +62,7 @@ def run_recipe(
             counter,
             None if total is None else max(total - first * chunk_size, 0),
             len(plan.tasks),
+            outputs_per_seed=sum(t.n for t in plan.tasks),
             enabled=progress,
         ):
             asyncio.run(_run_async(plan, run_dir, cache, seeds, first, counter))
