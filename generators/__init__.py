@@ -20,10 +20,15 @@ from mmsynth.generators.types import (
 )
 
 if TYPE_CHECKING:
+    from mmsynth.generators.openai_backend import OpenAIBackend
     from mmsynth.generators.tiny_models import make_tiny
     from mmsynth.generators.transformers_backend import TransformersBackend
+    from mmsynth.generators.vllm_launch import LaunchError, ServerPool
 
 _LAZY = {
+    "OpenAIBackend": "mmsynth.generators.openai_backend",
+    "ServerPool": "mmsynth.generators.vllm_launch",
+    "LaunchError": "mmsynth.generators.vllm_launch",
     "TransformersBackend": "mmsynth.generators.transformers_backend",
     "make_tiny": "mmsynth.generators.tiny_models",
 }
@@ -42,8 +47,11 @@ __all__ = [
     "Backend",
     "Generation",
     "GenerationRequest",
+    "LaunchError",
+    "OpenAIBackend",
     "Output",
     "SamplingParams",
+    "ServerPool",
     "TransformersBackend",
     "build_backend",
     "known_backends",

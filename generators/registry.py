@@ -13,6 +13,8 @@ from mmsynth.generators.types import Backend
 
 BACKENDS: dict[str, str] = {
     "transformers": "mmsynth.generators.transformers_backend:TransformersBackend",
+    "vllm-server": "mmsynth.generators.openai_backend:OpenAIBackend",
+    "vllm-offline": "mmsynth.generators.vllm_offline:VLLMOfflineBackend",
 }
 
 
