@@ -14,6 +14,7 @@ from mmsynth.factory.run_dir import RunDirError
 def cmd_run(args: argparse.Namespace) -> int:
     from mmsynth.factory.dispatch import BackendFailure
     from mmsynth.factory.engine import Interrupted
+    from mmsynth.factory.plan import ModelLoadError
     from mmsynth.factory.runner import run_recipe
 
     try:
@@ -24,6 +25,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
+    except ModelLoadError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     except BackendFailure as e:
         print(
             f"[mmsynth] a model backend failed: {e}\nFinished shards are kept; fix the cause and rerun to resume.",

@@ -147,6 +147,12 @@ def build_plan(recipe: Recipe) -> Plan:
     return Plan(recipe, tasks, {}, validators, list(templates.values()))
 
 
+class ModelLoadError(RuntimeError):
+    """A model named in the recipe could not be loaded (missing folder, server down, wrong model name)."""
+
+    exit_code = 1
+
+
 def load_backends(plan: Plan) -> None:
     """Resolve model paths and revisions, build and load each model the tasks use (the slow part)."""
     from mmsynth.generators.revision import resolve_revision
@@ -165,10 +171,15 @@ def load_backends(plan: Plan) -> None:
             dtype=spec.dtype,
             **spec.options,
         )
+        plan.backends[name] = backend  # registered first, so the runner closes it even if load fails
         load = getattr(backend, "load", None)
         if load is not None:
-            load()
-        plan.backends[name] = backend
+            try:
+                load()
+            except Exception as e:  # a model that cannot load stops the run before any record is made
+                raise ModelLoadError(
+                    f"model '{name}' ({spec.backend}: {spec.model}) could not be loaded: {e}"
+                ) from e
     for t in plan.tasks:
         t.backend = plan.backends[t.model_name]
 

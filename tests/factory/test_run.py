@@ -326,3 +326,35 @@ def test_dedup_state_is_replayed_on_resume(tmp_path):
     assert ids(run) == ids(ref)
     again = datasets.load_dataset(str(run))
     assert sorted(again["rejected"]["reject_reason"]) == sorted(ds["rejected"]["reject_reason"])
+
+
+def test_unreachable_server_fails_with_a_clear_message(tmp_path, capsys):
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        textwrap.dedent(
+            f"""\
+            name: down
+            seeds: {{type: scenes, count: 2}}
+            models:
+              vlm:
+                backend: vllm-server
+                model: some-vlm
+                options: {{base_url: "http://127.0.0.1:{port}/v1", max_retries: 0}}
+            tasks: [{{name: captions, template: caption.short, model: vlm}}]
+            """
+        )
+    )
+    assert main(["run", str(recipe), "--out", str(tmp_path / "run"), "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "model 'vlm' (vllm-server: some-vlm) could not be loaded" in err
+    assert f"127.0.0.1:{port}" in err
+    assert (
+        not list((tmp_path / "run" / "data").glob("*/*.parquet"))
+        if (tmp_path / "run" / "data").exists()
+        else True
+    )
