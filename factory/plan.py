@@ -161,25 +161,27 @@ def load_backends(plan: Plan) -> None:
         if not any(t.model_name == name for t in plan.tasks):
             continue
         path = resolve_model_path(str(spec.model))
-        backend = build_backend(
-            spec.backend,
-            model=str(spec.model),
-            path=path,
-            revision=resolve_revision(path, spec.revision),
-            batch_size=spec.batch_size,
-            device=spec.device,
-            dtype=spec.dtype,
-            **spec.options,
-        )
+        what = f"model '{name}' ({spec.backend}: {spec.model})"
+        try:
+            backend = build_backend(
+                spec.backend,
+                model=str(spec.model),
+                path=path,
+                revision=resolve_revision(path, spec.revision),
+                batch_size=spec.batch_size,
+                device=spec.device,
+                dtype=spec.dtype,
+                **spec.options,
+            )
+        except Exception as e:  # a bad dtype, a bad device: the user's setting, not our bug
+            raise ModelLoadError(f"{what} could not be set up: {e}") from e
         plan.backends[name] = backend  # registered first, so the runner closes it even if load fails
         load = getattr(backend, "load", None)
         if load is not None:
             try:
                 load()
             except Exception as e:  # a model that cannot load stops the run before any record is made
-                raise ModelLoadError(
-                    f"model '{name}' ({spec.backend}: {spec.model}) could not be loaded: {e}"
-                ) from e
+                raise ModelLoadError(f"{what} could not be loaded: {e}") from e
     for t in plan.tasks:
         t.backend = plan.backends[t.model_name]
 
