@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
-def _isolate_env(monkeypatch, tmp_path_factory):
+def _isolate_env(monkeypatch, tmp_path_factory, tmp_path):
     # No test may reach a hub or write to the user's caches.
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
@@ -20,6 +20,12 @@ def _isolate_env(monkeypatch, tmp_path_factory):
     monkeypatch.setenv("HF_HOME", str(tmp_path_factory.getbasetemp() / "hf_home"))
     monkeypatch.setenv("MMSYNTH_HOME", str(tmp_path_factory.getbasetemp() / "mmsynth_home"))
     monkeypatch.delenv("HF_TOKEN", raising=False)
+    # Per test: `datasets` can serve a cached copy of another local folder with the same name and
+    # data_files patterns (seen with two run folders both called `run`), so no test shares that cache.
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf_datasets_cache"))
+    import datasets.config
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf_datasets_cache")
 
 
 @pytest.fixture(scope="session")
