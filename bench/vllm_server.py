@@ -17,7 +17,7 @@ import json
 import time
 from pathlib import Path
 
-import _common  # noqa: F401  (pins threads, offline env vars; import first)
+import _common  # noqa: F401  (pins threads and offline env vars before anything imports torch)
 import httpx
 from _common import CACHE_DIR, fmt, median, model_dir, rendered_chats, run_mmsynth, write_ideas
 
