@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mmsynth.prompts.media import ImageRef
-from mmsynth.prompts.messages import ImagePart, RenderedPrompt, TextPart, stable_hash
+from mmsynth.prompts.messages import RenderedPrompt, TextPart, stable_hash
 from mmsynth.validators.types import Candidate, Verdict
 
 
@@ -120,11 +120,7 @@ def prompt_texts(prompt: RenderedPrompt) -> tuple[str, str]:
         if m.role == "system":
             system = m.text
         elif m.role == "user":
-            user.extend(
-                p.text if isinstance(p, TextPart) else "<image>"
-                for p in m.parts
-                if isinstance(p, (TextPart, ImagePart))
-            )
+            user.extend(p.text if isinstance(p, TextPart) else "<image>" for p in m.parts)
     return system, "".join(user)
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import gc
 import hashlib
 import re
 import threading
@@ -24,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mmsynth.generators.memory import release_memory
 from mmsynth.generators.revision import resolve_revision
 from mmsynth.generators.types import Generation, GenerationRequest, Output, SamplingParams
 from mmsynth.prompts.messages import ImagePart, TextPart
@@ -159,14 +159,7 @@ class TransformersBackend:
         """Free the model (and GPU memory); a later `generate` loads it again."""
         with self._lock:
             self._hf_model = self._tokenizer = self._processor = None
-            gc.collect()
-            try:
-                import torch
-
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-            except ImportError:
-                pass
+            release_memory()
 
     # -- generation -------------------------------------------------------------------------------
 

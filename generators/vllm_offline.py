@@ -26,7 +26,6 @@ start, no spawn; tests use it).
 from __future__ import annotations
 
 import asyncio
-import gc
 import hashlib
 import importlib.util
 import multiprocessing
@@ -38,6 +37,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mmsynth.generators.memory import release_memory
 from mmsynth.generators.revision import resolve_revision
 from mmsynth.generators.types import Generation, GenerationRequest, Output
 from mmsynth.prompts.messages import ImagePart, RenderedPrompt, TextPart
@@ -210,15 +210,8 @@ class VLLMOfflineBackend:
             if callable(shutdown):
                 shutdown()  # dropping the LLM alone leaves its engine core running until exit
             del llm, core, shutdown
-            gc.collect()
+            release_memory()
             multiprocessing.active_children()  # reaps the engine core process that shutdown stopped
-            try:
-                import torch
-
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-            except ImportError:
-                pass
 
     # -- generation -------------------------------------------------------------------------------
 
