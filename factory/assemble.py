@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
+from mmsynth.factory.derive import plain_fields
 from mmsynth.factory.plan import TaskPlan
 from mmsynth.factory.records import Record, prompt_texts, record_id
 from mmsynth.factory.seeds.base import Seed
@@ -32,7 +33,8 @@ def assemble_records(
         "task": task.name,
         "seed_id": seed.id,
         "seed_index": seed.index,
-        "seed": {k: v for k, v in seed.fields.items() if not _is_image(v)},
+        "seed": plain_fields(seed.fields),
+        "parent_id": seed.fields.get("parent_id"),
         "template_id": task.template.id,
         "template_version": task.template.version,
         "template_hash": task.template.hash,
@@ -67,6 +69,10 @@ def assemble_records(
     structured = task.template.output_schema is not None
     for i, out in enumerate(gen.outputs):
         parsed, parse_error = parse_json_output(out.text) if structured else (None, None)
+        fields = dict(common)
+        if out.image is not None:
+            # A generated image is the record's image; its output text is the prompt that made it.
+            fields["images"] = (out.image,)
         records.append(
             Record(
                 id=record_id(request.key, i),
@@ -78,7 +84,8 @@ def assemble_records(
                 prompt_tokens=gen.prompt_tokens if i == 0 else 0,
                 completion_tokens=_share(gen.completion_tokens, len(gen.outputs), i),
                 sample_index=i,
-                **common,
+                generation=out.params or None,
+                **fields,
             )
         )
     return records
@@ -113,9 +120,3 @@ def _failure(common: dict[str, Any], key: str, reason: str, **fields: Any) -> Re
 def _share(total: int, n: int, i: int) -> int:
     base, rest = divmod(total, max(n, 1))
     return base + (1 if i < rest else 0)
-
-
-def _is_image(v: Any) -> bool:
-    if isinstance(v, ImageRef):
-        return True
-    return isinstance(v, (list, tuple)) and bool(v) and all(isinstance(x, ImageRef) for x in v)

@@ -31,6 +31,11 @@ class TaskPlan:
     sampling: dict[str, Any]  # template defaults overridden by the recipe, without n and seed
     inputs: dict[str, str]  # template variable -> seed field
     backend: Backend | None = None  # set by load_backends
+    source: str | None = None  # the task whose accepted records this task runs on; None: the seeds
+    for_each: str | None = None  # with source: the list in the source's parsed output to fan out over
+    where: dict[str, Any] | None = None  # with for_each: keep items whose fields equal these
+    image: dict[str, Any] | None = None  # image-generation settings (diffusion backends)
+    level: int = 0  # 0 for tasks on seeds; 1 + the source's level otherwise
 
 
 @dataclass
@@ -40,6 +45,16 @@ class Plan:
     backends: dict[str, Backend]  # model name -> loaded backend; filled by load_backends
     validators: list[Validator]
     templates: list[PromptTemplate] = field(default_factory=list)
+
+    @property
+    def stages(self) -> int:
+        """Number of model stages: 1 + the deepest `from` chain."""
+        return 1 + max((t.level for t in self.tasks), default=0)
+
+    @property
+    def subsets(self) -> list[str]:
+        """Dataset configs, in order: one per task, then one per assembled document kind."""
+        return [t.name for t in self.tasks] + [d.name for d in self.recipe.documents]
 
     def describe(self) -> dict[str, str]:
         """What identifies the output: the recipe and each template's content (shown when a rerun is refused)."""
@@ -97,6 +112,7 @@ def build_plan(recipe: Recipe) -> Plan:
 
     tasks_cfg = []
     templates: dict[str, PromptTemplate] = {}
+    templates_by_task: dict[str, PromptTemplate] = {}
     for i, t in enumerate(recipe.tasks):
         try:
             tpl = registry.get(t.template)
@@ -104,19 +120,27 @@ def build_plan(recipe: Recipe) -> Plan:
             raise err(("tasks", i, "template"), str(e)) from None
         templates[tpl.ref] = tpl
         inputs = {var: t.inputs.get(var, var) for var in sorted(tpl.variables() | set(tpl.inputs))}
+        task_fields = fields if t.from_ is None else _derived_fields(t, templates_by_task, fields)
+        templates_by_task[t.name] = tpl
+        if task_fields is None:  # the source's output has no schema: its fields are known only at run time
+            tasks_cfg.append((t, tpl, inputs))
+            continue
         for var, src_field in sorted(inputs.items()):
             spec = tpl.inputs.get(var)
             optional = bool(spec and spec.optional)
             # An optional input may be absent, unless the recipe maps it to a field explicitly.
             if var == "exemplars" or (optional and var not in t.inputs):
                 continue
-            if src_field not in fields:
+            if src_field not in task_fields:
                 loc = ("tasks", i, "inputs", var) if var in t.inputs else ("tasks", i, "template")
+                what = (
+                    f"the {recipe.seeds.type} seeds provide" if t.from_ is None else f"task '{t.from_}' gives"
+                )
                 raise err(
                     loc,
-                    f"template {tpl.ref} needs variable '{var}', but the {recipe.seeds.type} seeds provide no field '{src_field}'",
-                    f"seed fields are: {', '.join(sorted(fields))}. Map it with `inputs: {{{var}: <seed field>}}`"
-                    + (_did_you_mean(src_field, fields, prefix="; did you mean") or ""),
+                    f"template {tpl.ref} needs variable '{var}', but {what} no field '{src_field}'",
+                    f"fields are: {', '.join(sorted(task_fields))}. Map it with `inputs: {{{var}: <field>}}`"
+                    + (_did_you_mean(src_field, task_fields, prefix="; did you mean") or ""),
                 )
         for var in t.inputs:
             if var not in tpl.inputs and var not in tpl.variables():
@@ -139,11 +163,27 @@ def build_plan(recipe: Recipe) -> Plan:
     except ValueError as e:
         raise err(("validators",), str(e)) from None
 
-    tasks = []
+    tasks: list[TaskPlan] = []
+    levels: dict[str, int] = {}
     for t, tpl, inputs in tasks_cfg:
         sampling = {**tpl.sampling, **t.sampling.model_dump(exclude_none=True)}
         sampling.pop("n", None)
-        tasks.append(TaskPlan(t.name, tpl, t.model, n=t.n, sampling=sampling, inputs=inputs))
+        levels[t.name] = 0 if t.from_ is None else levels[t.from_] + 1
+        tasks.append(
+            TaskPlan(
+                t.name,
+                tpl,
+                t.model,
+                n=t.n,
+                sampling=sampling,
+                inputs=inputs,
+                source=t.from_,
+                for_each=t.for_each,
+                where=t.where,
+                image=t.image.settings() if t.image is not None else None,
+                level=levels[t.name],
+            )
+        )
     return Plan(recipe, tasks, {}, validators, list(templates.values()))
 
 
@@ -202,11 +242,38 @@ def build_request(
     if "stop" in params:
         params["stop"] = tuple(params["stop"] or ())
     sampling = SamplingParams(
-        **params, n=task.n, seed=task.sampling.get("seed", derive_seed(run_seed, seed_id, task.name))
+        **params,
+        n=task.n,
+        seed=task.sampling.get("seed", derive_seed(run_seed, seed_id, task.name)),
+        image=task.image,
     )
     b = task.backend
     key = request_key(prompt, sampling, b.model, b.revision, b.name)
     return prompt, GenerationRequest(prompt, sampling, key)
+
+
+# Fields every derived seed has, besides the root seed's (see factory.derive.derived_seed).
+DERIVED_FIELDS = frozenset({"output", "image", "parent_id"})
+ITEM_FIELDS = frozenset({"item", "item_index"})
+
+
+def _derived_fields(
+    task, templates_by_task: dict[str, PromptTemplate], seed_fields_: set[str]
+) -> set[str] | None:
+    """Fields a task with `from` can use, from its source template's output schema; None when unknown."""
+    schema = templates_by_task[task.from_].output_schema
+    if schema is None:
+        return set(seed_fields_) | DERIVED_FIELDS
+    props = set((schema.get("properties") or {}).keys())
+    out = set(seed_fields_) | DERIVED_FIELDS | props
+    if task.for_each:
+        items = ((schema.get("properties") or {}).get(task.for_each) or {}).get("items") or {}
+        variants = items.get("oneOf") or items.get("anyOf") or [items]
+        keys = {k for v in variants for k in (v.get("properties") or {})}
+        if not keys:
+            return None
+        out |= keys | ITEM_FIELDS
+    return out
 
 
 def _check_against(model, data: dict, prefix: tuple, err) -> None:

@@ -139,8 +139,25 @@ class SamplingSpec(_Config):
         return out
 
 
+class ImageSpec(_Config):
+    """Image-generation settings for a task run by a diffusion model; unset keys use the pipeline's default."""
+
+    steps: int | None = Field(default=None, ge=1, description="Denoising steps (`num_inference_steps`).")
+    guidance_scale: float | None = Field(default=None, ge=0, description="Classifier-free guidance scale.")
+    width: int | None = Field(default=None, ge=8, description="Image width in pixels (a multiple of 8).")
+    height: int | None = Field(default=None, ge=8, description="Image height in pixels (a multiple of 8).")
+    negative_prompt: str | None = Field(default=None, description="What the image should not show.")
+    scheduler: str | None = Field(
+        default=None, description="A diffusers scheduler class name, e.g. `EulerDiscreteScheduler`."
+    )
+
+    def settings(self) -> dict[str, Any]:
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
 class TaskSpec(_Config):
-    """One kind of output: a template rendered for every seed and sent to a model."""
+    """One kind of output: a template rendered for every seed (or every accepted record of another task)
+    and sent to a model."""
 
     name: str = Field(
         description="Unique task name, snake_case (`^[a-z][a-z0-9_]*$`); becomes the dataset config name."
@@ -158,6 +175,29 @@ class TaskSpec(_Config):
         description=(
             "Template variable -> seed field. Template variables not listed take the seed field of the same name."
         ),
+    )
+    from_: str | None = Field(
+        default=None,
+        alias="from",
+        description=(
+            "Run on the accepted records of this earlier task instead of on the seeds. Its fields are the "
+            "seed's, then `output` (its text), `image` (the image it made or read), `parent_id`, and the keys "
+            "of its parsed JSON output."
+        ),
+    )
+    for_each: str | None = Field(
+        default=None,
+        description=(
+            "With `from`: one request per item of this list in the parsed output of the `from` task "
+            "(e.g. `segments`); an item's keys become fields, plus `item` and `item_index`."
+        ),
+    )
+    where: dict[str, Any] | None = Field(
+        default=None,
+        description="With `for_each`: keep only items whose fields equal these values (e.g. `{type: image}`).",
+    )
+    image: ImageSpec | None = Field(
+        default=None, description="Image-generation settings, for tasks run by a diffusion model."
     )
 
     @field_validator("name")
@@ -181,6 +221,16 @@ class TaskSpec(_Config):
                 {"value": value, "hint": "Expected a template id like 'caption.short' or 'caption.short@2'."},
             )
         return value
+
+    @model_validator(mode="after")
+    def _check_from(self) -> TaskSpec:
+        if (self.for_each or self.where) and not self.from_:
+            raise PydanticCustomError(
+                "for_each_without_from",
+                "`for_each` and `where` need `from`",
+                {"hint": "Name the task whose parsed outputs hold the list, e.g. `from: plan`."},
+            )
+        return self
 
     @property
     def template_id(self) -> str:
@@ -212,6 +262,23 @@ def _check_validator(value: dict[str, Any]) -> dict[str, Any]:
 ValidatorSpec = Annotated[dict[str, Any], AfterValidator(_check_validator)]
 """One validator of the stack: a plain mapping with a string `type` (its registry key) and its own
 settings. The validators registry validates the settings later (see factory.plan)."""
+
+
+class DocumentSpec(_Config):
+    """An interleaved image-text document assembled from a plan task and the tasks that render its images."""
+
+    name: str = Field(description="Subset name of the assembled documents (a dataset config).")
+    plan: str = Field(
+        description="The task whose parsed output is the plan: `segments` of `{type: text, text}` and `{type: image, ...}`."
+    )
+    images: str = Field(
+        description="The task (downstream of `plan`, one record per image segment) whose accepted records hold the images."
+    )
+    captions: str | None = Field(
+        default=None,
+        description="Optional task that captions each rendered image; its accepted caption becomes the image's alt text, and a slot whose caption was rejected rejects the document.",
+    )
+    segments_field: str = Field(default="segments", description="Where the plan keeps its ordered segments.")
 
 
 class OutputSpec(_Config):
@@ -249,6 +316,17 @@ class Recipe(_Config):
     seeds: SeedSourceConfig = Field(description="Where the inputs come from: one source, chosen by `type`.")
     models: dict[str, ModelSpec] = Field(min_length=1, description="Models by name, referenced by tasks.")
     tasks: list[TaskSpec] = Field(min_length=1, description="What to generate for every seed.")
+    documents: list[DocumentSpec] = Field(
+        default_factory=list,
+        description="Interleaved documents assembled from a plan task and its image tasks (OBELICS-style rows).",
+    )
+    mixture: dict[str, float] | None = Field(
+        default=None,
+        description=(
+            "Share of the seeds each root task (one without `from`) gets, e.g. `{captions: 45, documents_plan: 45, "
+            "text: 10}`; each seed goes to exactly one of them, deterministically. Null: every task runs on every seed."
+        ),
+    )
     validators: list[ValidatorSpec] = Field(
         default_factory=list,
         description=(
@@ -445,6 +523,19 @@ def _cross_check(recipe: Recipe, path: Path, root: yaml.Node | None) -> list[Pro
             )
         else:
             first[task.name] = i
+        if task.from_ is not None and task.from_ not in first:
+            earlier = [t.name for t in recipe.tasks[:i]]
+            problems.append(
+                problem_at(
+                    path,
+                    root,
+                    ("tasks", i, "from"),
+                    f"`from` names '{task.from_}', which is not an earlier task",
+                    choice_hint(task.from_, earlier, "earlier tasks")
+                    if earlier
+                    else "The first task runs on the seeds; list the task it reads from before it.",
+                )
+            )
         if task.model not in recipe.models:
             problems.append(
                 problem_at(
@@ -454,6 +545,47 @@ def _cross_check(recipe: Recipe, path: Path, root: yaml.Node | None) -> list[Pro
                     f"unknown model '{task.model}'",
                     choice_hint(task.model, recipe.models, "models defined under `models`"),
                 )
+            )
+    names = [t.name for t in recipe.tasks]
+    for i, doc in enumerate(recipe.documents):
+        for key in ("plan", "images", "captions"):
+            ref = getattr(doc, key)
+            if ref is not None and ref not in names:
+                problems.append(
+                    problem_at(
+                        path,
+                        root,
+                        ("documents", i, key),
+                        f"unknown task '{ref}'",
+                        choice_hint(ref, names, "tasks"),
+                    )
+                )
+        if doc.name in names:
+            problems.append(
+                problem_at(
+                    path,
+                    root,
+                    ("documents", i, "name"),
+                    f"'{doc.name}' is already a task name",
+                    "Documents are their own subset; give them a name no task uses.",
+                )
+            )
+    roots = [t.name for t in recipe.tasks if t.from_ is None]
+    for key, weight in (recipe.mixture or {}).items():
+        if key not in roots:
+            problems.append(
+                problem_at(
+                    path,
+                    root,
+                    ("mixture", key),
+                    f"'{key}' is not a task that reads the seeds",
+                    choice_hint(key, roots, "tasks without `from`"),
+                    key=True,
+                )
+            )
+        elif weight <= 0:
+            problems.append(
+                problem_at(path, root, ("mixture", key), f"a share must be positive, got {weight}")
             )
     return problems
 

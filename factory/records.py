@@ -43,6 +43,11 @@ class Record:
     output_schema: dict[str, Any] | None = None
     verdicts: list[Verdict] = field(default_factory=list)
     error: str | None = None  # set when no model output exists (bad seed, render error, backend refusal)
+    parent_id: str | None = None  # the record this one was made from (tasks with `from`, documents)
+    generation: dict[str, Any] | None = None  # how a generated image was made: seed, steps, guidance, size...
+    # Interleaved documents only: texts and images aligned by position, one of the two None at each (OBELICS).
+    texts: list[str | None] | None = None
+    doc_images: list[ImageRef | None] | None = None
 
     @property
     def accepted(self) -> bool:
@@ -64,12 +69,23 @@ class Record:
             text=self.output,
             finish_reason=self.finish_reason,
             prompt_text=self.prompt,
-            parsed=self.parsed,
+            parsed=self.parsed if self.texts is None else self.document_view(),
             parse_error=self.parse_error,
             output_schema=self.output_schema,
-            images=self.images,
+            images=self.images
+            if self.doc_images is None
+            else tuple(i for i in self.doc_images if i is not None),
             seed=self.seed,
         )
+
+    def document_view(self) -> dict[str, Any]:
+        """What validators see of a document: its texts and image hashes, aligned by position."""
+        title = self.parsed.get("title") if isinstance(self.parsed, dict) else None
+        return {
+            "title": title,
+            "texts": list(self.texts or []),
+            "images": [None if img is None else img.sha256 for img in self.doc_images or []],
+        }
 
     def to_row(self) -> dict[str, Any]:
         """The Parquet row; see shards.FEATURES for the column types."""
@@ -106,6 +122,12 @@ class Record:
             "completion_tokens": self.completion_tokens,
             "request_key": self.request_key,
             "created_at": self.created_at,
+            "parent_id": self.parent_id,
+            "generation": None if self.generation is None else json.dumps(self.generation, sort_keys=True),
+            "texts": self.texts or [],
+            "images": [
+                None if img is None else {"bytes": img.data, "path": None} for img in self.doc_images or []
+            ],
         }
 
 

@@ -109,11 +109,11 @@ def _replay_accepted(plan: Plan, run_dir: RunDir, finished: int) -> None:
     stateful = [v for v in plan.validators if getattr(v, "stateful", False)]
     if not stateful:
         return
-    order = {t.name: i for i, t in enumerate(plan.tasks)}
+    order = {name: i for i, name in enumerate(plan.subsets)}
     for k in range(finished):
         rows = []
-        for task in plan.tasks:
-            path = shard_path(run_dir.path, task.name, "train", k)
+        for subset in plan.subsets:
+            path = shard_path(run_dir.path, subset, "train", k)
             if path.exists():
                 rows.extend(read_replay_rows(path))
         # Live runs remember in (seed, task, sample) order; shards are per task, so restore that order.
@@ -138,7 +138,7 @@ def _finish(plan: Plan, run_dir: RunDir, stats: dict[str, Any]) -> None:
             for name, b in plan.backends.items()
         },
     }
-    write_card(run_dir.path, recipe.name, [t.name for t in plan.tasks], stats, lineage)
+    write_card(run_dir.path, recipe.name, plan.subsets, stats, lineage)
     # Written last: its existence means the run completed.
     write_json_atomic(
         run_dir.manifest, {"complete": True, "records": stats["records"], "lineage": lineage, "format": 1}

@@ -49,6 +49,12 @@ FEATURES = datasets.Features(
         "completion_tokens": datasets.Value("int64"),
         "request_key": datasets.Value("string"),
         "created_at": datasets.Value("string"),
+        "parent_id": datasets.Value("string"),
+        "generation": datasets.Value("string"),
+        # Interleaved documents (OBELICS layout): texts[i] and images[i], exactly one of them set. Empty
+        # lists for every other task, whose single image is in `image`.
+        "texts": datasets.List(datasets.Value("string")),
+        "images": datasets.List(datasets.Image()),
     }
 )
 # The schema carries the `datasets` features in its metadata, so Image columns load as images.

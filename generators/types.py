@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from mmsynth.prompts.media import ImageRef
 from mmsynth.prompts.messages import RenderedPrompt, stable_hash
 
 
@@ -18,6 +20,8 @@ class SamplingParams:
     n: outputs per request (one request with n samples, never n requests).
     seed: per-request sampling seed; the factory derives it from the run seed and the record, so reruns repeat.
     stop: strings that end an output.
+    image: image-generation settings for diffusion backends (steps, guidance_scale, width, height,
+        negative_prompt, scheduler); None for text models, and then left out of the cache key.
     """
 
     temperature: float = 0.7
@@ -26,10 +30,14 @@ class SamplingParams:
     n: int = 1
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    image: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["stop"] = list(self.stop)
+        if self.image is None:
+            # Text requests keep the key they had before image settings existed.
+            del d["image"]
         return d
 
 
@@ -64,8 +72,33 @@ def request_key(
 
 @dataclass(frozen=True)
 class Output:
+    """One sample: text from a language model, or an image (with the exact settings that made it)
+    from a diffusion model, whose `text` is then the prompt it was rendered from."""
+
     text: str
     finish_reason: str  # "stop" | "length" | "error"
+    image: ImageRef | None = None
+    params: dict[str, Any] = field(default_factory=dict)  # per-image seed, steps, guidance, size, ...
+
+    def to_json(self) -> list[Any]:
+        if self.image is None and not self.params:
+            return [self.text, self.finish_reason]
+        img = None
+        if self.image is not None:
+            img = {"data": base64.b64encode(self.image.data).decode("ascii"), "mime": self.image.mime}
+        return [self.text, self.finish_reason, img, self.params]
+
+    @classmethod
+    def from_json(cls, row: list[Any]) -> Output:
+        if len(row) == 2:
+            return cls(row[0], row[1])
+        text, finish, img, params = row
+        image = None
+        if img is not None:
+            image = ImageRef.from_bytes(
+                base64.b64decode(img["data"]), mime=img.get("mime"), source="generated"
+            )
+        return cls(text, finish, image, params or {})
 
 
 @dataclass(frozen=True)
@@ -84,7 +117,7 @@ class Generation:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "outputs": [[o.text, o.finish_reason] for o in self.outputs],
+            "outputs": [o.to_json() for o in self.outputs],
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "error": self.error,
@@ -94,7 +127,7 @@ class Generation:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Generation:
         return cls(
-            outputs=tuple(Output(t, f) for t, f in d["outputs"]),
+            outputs=tuple(Output.from_json(o) for o in d["outputs"]),
             prompt_tokens=d.get("prompt_tokens", 0),
             completion_tokens=d.get("completion_tokens", 0),
             error=d.get("error"),

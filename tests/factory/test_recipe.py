@@ -13,6 +13,8 @@ import yaml
 from mmsynth.factory.errors import RecipeError, did_you_mean, format_loc, locate
 from mmsynth.factory.recipe import (
     CacheSpec,
+    DocumentSpec,
+    ImageSpec,
     ModelSpec,
     OutputSpec,
     Recipe,
@@ -195,7 +197,8 @@ def test_every_seed_source_type_is_in_the_union(tmp_path):
 
 
 def test_sampling_fields_match_sampling_params_minus_n():
-    params = {f.name for f in dataclasses.fields(SamplingParams)} - {"n"}
+    # `image` comes from the task's own `image:` block (diffusion settings), not from `sampling:`.
+    params = {f.name for f in dataclasses.fields(SamplingParams)} - {"n", "image"}
     assert set(SamplingSpec.model_fields) == params
 
 
@@ -204,6 +207,8 @@ CONFIG_MODELS = (
     ModelSpec,
     SamplingSpec,
     TaskSpec,
+    ImageSpec,
+    DocumentSpec,
     OutputSpec,
     CacheSpec,
     ScenesConfig,
@@ -224,6 +229,7 @@ def test_docs_list_every_field_with_its_description():
     flat = re.sub(r"\s+", " ", docs)
     for model in CONFIG_MODELS:
         for name, field in model.model_fields.items():
+            name = field.alias or name  # `from` is spelled `from_` in Python
             assert f"`{name}`" in docs, f"docs/recipes.md does not mention {model.__name__}.{name}"
             assert re.sub(r"\s+", " ", field.description) in flat, (
                 f"docs/recipes.md lacks the description of {model.__name__}.{name}: {field.description!r}"
