@@ -21,16 +21,19 @@ from mmsynth.prompts.messages import stable_hash
 def assemble_documents(spec: DocumentSpec, records: list[Record]) -> list[Record]:
     """One document record per accepted plan record of `spec.plan` among `records` (one chunk's)."""
     by_slot: dict[tuple[str, int], list[Record]] = {}
+    # Every record made for a slot on the way to its image (prompts, ...), so a missing image can be explained.
+    upstream: dict[tuple[str, int], list[Record]] = {}
     for r in records:
-        if r.task == spec.images and "item_of" in r.seed:
-            by_slot.setdefault((r.seed["item_of"], int(r.seed["item_index"])), []).append(r)
+        if "item_of" in r.seed:
+            key = (r.seed["item_of"], int(r.seed["item_index"]))
+            (by_slot if r.task == spec.images else upstream).setdefault(key, []).append(r)
     captions: dict[str, list[Record]] = {}
     if spec.captions:
         for r in records:
             if r.task == spec.captions and r.parent_id is not None:
                 captions.setdefault(r.parent_id, []).append(r)
     return [
-        _document(spec, plan, by_slot, captions)
+        _document(spec, plan, by_slot, upstream, captions)
         for plan in records
         if plan.task == spec.plan and plan.accepted
     ]
@@ -40,6 +43,7 @@ def _document(
     spec: DocumentSpec,
     plan: Record,
     by_slot: dict[tuple[str, int], list[Record]],
+    upstream: dict[tuple[str, int], list[Record]],
     captions: dict[str, list[Record]],
 ) -> Record:
     segments = plan.parsed.get(spec.segments_field) if isinstance(plan.parsed, Mapping) else None
@@ -55,7 +59,7 @@ def _document(
             texts.append(str(seg.get("text", "")))
             images.append(None)
             continue
-        image, alt, why = _slot(spec, by_slot.get((plan.id, i), []), captions)
+        image, alt, why = _slot(spec, by_slot.get((plan.id, i), []), upstream.get((plan.id, i), []), captions)
         if why is not None:
             error = error or f"slot {i}: {why}"
             continue
@@ -100,10 +104,13 @@ def _document(
 
 
 def _slot(
-    spec: DocumentSpec, candidates: list[Record], captions: dict[str, list[Record]]
+    spec: DocumentSpec, candidates: list[Record], upstream: list[Record], captions: dict[str, list[Record]]
 ) -> tuple[ImageRef | None, str | None, str | None]:
     """(image, alt text, None) for the first accepted image of a slot, or (None, None, why not)."""
     if not candidates:
+        rejected = [r for r in upstream if not r.accepted]
+        if rejected:
+            return None, None, f"{rejected[0].task} rejected ({rejected[0].reject_reason})"
         return None, None, f"no image was made ({spec.images} produced no record for it)"
     accepted = [r for r in candidates if r.accepted and r.images]
     if not accepted:

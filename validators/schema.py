@@ -26,13 +26,15 @@ def parse_json_output(text: str) -> tuple[Any, str | None]:
 
     Accepts bare JSON, JSON in a ``` fence, or JSON with prose around it (the first balanced top-level
     {...} or [...] that decodes). A truncated object is an error, never repaired: an inner complete
-    object of a cut-off answer is not the answer.
+    object of a cut-off answer is not the answer. Raw control characters inside strings (a literal
+    newline in a paragraph) are accepted: models and grammar engines emit them, and the heuristics
+    validator, not the parser, is the place to judge the characters.
     """
     s = text.strip()
     if not s:
         return None, "empty output"
     try:
-        return json.loads(s), None
+        return json.loads(s, strict=False), None
     except (ValueError, RecursionError) as e:
         whole_error = _describe(e)
 
@@ -40,7 +42,7 @@ def parse_json_output(text: str) -> tuple[Any, str | None]:
     if fence is not None:
         s = fence.group(1).strip()
         try:
-            return json.loads(s), None
+            return json.loads(s, strict=False), None
         except (ValueError, RecursionError) as e:
             whole_error = _describe(e)
 
@@ -50,7 +52,7 @@ def parse_json_output(text: str) -> tuple[Any, str | None]:
         if end is None:
             return None, f"truncated: '{s[start]}' at char {start} is never closed"
         try:
-            return json.loads(s[start : end + 1]), None
+            return json.loads(s[start : end + 1], strict=False), None
         except (ValueError, RecursionError) as e:
             whole_error = _describe(e)
         start = _next_opener(s, end + 1)
