@@ -20,12 +20,14 @@ from mmsynth.generators.types import (
 )
 
 if TYPE_CHECKING:
+    from mmsynth.generators.diffusers_backend import DiffusersBackend
     from mmsynth.generators.openai_backend import OpenAIBackend
     from mmsynth.generators.tiny_models import make_tiny
     from mmsynth.generators.transformers_backend import TransformersBackend
     from mmsynth.generators.vllm_launch import LaunchError, ServerPool
 
 _LAZY = {
+    "DiffusersBackend": "mmsynth.generators.diffusers_backend",
     "OpenAIBackend": "mmsynth.generators.openai_backend",
     "ServerPool": "mmsynth.generators.vllm_launch",
     "LaunchError": "mmsynth.generators.vllm_launch",
@@ -45,6 +47,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "BACKENDS",
     "Backend",
+    "DiffusersBackend",
     "Generation",
     "GenerationRequest",
     "LaunchError",

@@ -15,6 +15,7 @@ BACKENDS: dict[str, str] = {
     "transformers": "mmsynth.generators.transformers_backend:TransformersBackend",
     "vllm-server": "mmsynth.generators.openai_backend:OpenAIBackend",
     "vllm-offline": "mmsynth.generators.vllm_offline:VLLMOfflineBackend",
+    "diffusers": "mmsynth.generators.diffusers_backend:DiffusersBackend",
 }
 
 

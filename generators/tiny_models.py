@@ -7,6 +7,7 @@ weights are random: outputs are gibberish. They are for smoke tests and CI, neve
     make_tiny("lm", dir)   Qwen2ForCausalLM, hidden 128, 4 heads (head_dim 32), 2 layers
     make_tiny("vlm", dir)  Idefics3ForConditionalGeneration (SmolVLM v1) + Idefics3Processor, 64 px images
     make_tiny("sd", dir)   StableDiffusionPipeline, 64 px, no safety checker
+    make_tiny("clip", dir) CLIPModel + CLIPProcessor, 64 px images, 32-dim embeddings (image-text scores)
 
 head_dim is 32 because vLLM's CPU attention kernels reject 16. Weights are float32 and configs keep
 standard values so a real vLLM CPU server can serve the lm and vlm folders.
@@ -25,7 +26,7 @@ from typing import Any
 
 FORMAT_VERSION = 1
 MARKER = "mmsynth_tiny.json"
-KINDS = ("lm", "vlm", "sd")
+KINDS = ("lm", "vlm", "sd", "clip")
 
 VOCAB_SIZE = 2048
 IMAGE_SIZE = 64  # px, vlm and sd
@@ -63,7 +64,7 @@ _SD_SPECIALS = ["<|startoftext|>", "<|endoftext|>"]
 
 
 def make_tiny(kind: str, out_dir: str | Path, seed: int = 0) -> Path:
-    """Build the tiny `kind` model ("lm", "vlm" or "sd") into `out_dir` and return that folder.
+    """Build the tiny `kind` model ("lm", "vlm", "sd" or "clip") into `out_dir` and return that folder.
 
     Returns at once when `out_dir` already holds a complete build of the same kind, format version and
     seed. The build goes into a temporary sibling folder that is renamed into place once its marker
@@ -501,4 +502,33 @@ def _build_sd(out: Path, seed: int) -> None:
     pipe.save_pretrained(out, safe_serialization=True)
 
 
-_BUILDERS = {"lm": _build_lm, "vlm": _build_vlm, "sd": _build_sd}
+def _build_clip(out: Path, seed: int) -> None:
+    from transformers import CLIPConfig, CLIPModel, CLIPProcessor
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    tok = _clip_tokenizer(seed)
+    layers = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2}
+    config = CLIPConfig(
+        text_config={
+            **layers,
+            "vocab_size": len(tok),
+            "max_position_embeddings": 77,
+            # Pooling reads the hidden state at the first eos token, so the ids must be the tokenizer's.
+            "bos_token_id": tok.bos_token_id,
+            "eos_token_id": tok.eos_token_id,
+            "pad_token_id": tok.pad_token_id,
+        },
+        vision_config={**layers, "image_size": IMAGE_SIZE, "patch_size": 8},
+        projection_dim=32,
+    )
+    # The PIL image processor: the default one needs torchvision, which the CPU install lacks.
+    image_processor = CLIPImageProcessorPil(
+        size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}
+    )
+    _seed_all(seed)
+    model = CLIPModel(config).eval()
+    model.save_pretrained(out)
+    CLIPProcessor(image_processor=image_processor, tokenizer=tok).save_pretrained(out)
+
+
+_BUILDERS = {"lm": _build_lm, "vlm": _build_vlm, "sd": _build_sd, "clip": _build_clip}

@@ -57,6 +57,12 @@ def tiny_sd(tiny_dir) -> Path:
     return _tiny("sd", tiny_dir)
 
 
+@pytest.fixture(scope="session")
+def tiny_clip(tiny_dir) -> Path:
+    """A random-weight CLIPModel folder with its processor (64 px images)."""
+    return _tiny("clip", tiny_dir)
+
+
 def pytest_collection_modifyitems(config, items):
     has_gpu = False
     try:

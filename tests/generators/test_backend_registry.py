@@ -17,7 +17,7 @@ def test_unknown_backend_lists_the_names_and_suggests_one():
     assert "'transformer'" in msg
     assert ", ".join(known_backends()) in msg
     assert "Did you mean 'transformers'?" in msg
-    with pytest.raises(ValueError, match="known backends: transformers") as err:
+    with pytest.raises(ValueError, match="known backends: diffusers, transformers") as err:
         build_backend("zzz")
     assert "Did you mean" not in str(err.value)
 

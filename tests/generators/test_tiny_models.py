@@ -97,7 +97,7 @@ def test_sd_reloads_and_draws_64px(tiny_sd):
     assert image.size == (64, 64)
 
 
-@pytest.mark.parametrize("fixture", ["tiny_lm", "tiny_vlm", "tiny_sd"])
+@pytest.mark.parametrize("fixture", ["tiny_lm", "tiny_vlm", "tiny_sd", "tiny_clip"])
 def test_make_tiny_returns_a_complete_build_without_rebuilding(fixture, request, monkeypatch):
     folder = request.getfixturevalue(fixture)
     marker = json.loads((folder / MARKER).read_text())

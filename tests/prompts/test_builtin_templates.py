@@ -19,6 +19,7 @@ SAMPLE_TEXT = {
     "caption": "A red square.",
     "topic": "How honeybees make honey",
     "idea": "a lighthouse in a storm",
+    "prompt": "a red fox in the snow, watercolour",
     "instruction": "What colour is the square?",
     "response": "The square is red.",
     "num_pairs": 4,
@@ -59,6 +60,7 @@ def test_the_expected_builtins_ship():
         "caption.dense@1.j2",
         "caption.grounded@1.j2",
         "caption.short@1.j2",
+        "image.render@1.j2",
         "interleaved.plan@1.j2",
         "judge.rubric@1.j2",
         "t2i.expand@1.j2",
@@ -70,11 +72,14 @@ def test_the_expected_builtins_ship():
 def test_builtin_loads_lints_clean_and_renders(path, red):
     t = load_template(path)
     assert path.name == f"{t.ref}.j2"
-    assert t.description and t.task and t.sampling.get("max_tokens")
+    assert t.description and t.task
+    # image.render is a bare prompt for a diffusion model: no system block, no text sampling defaults.
+    bare = t.task == "image"
+    assert bare or t.sampling.get("max_tokens")
     assert lint_template(path, available_vars=set(t.inputs)) == []
     prompt = render_template(t, sample_inputs(t, red))
     roles = [m.role for m in prompt.messages]
-    assert roles == ["system", "user"]
+    assert roles == (["user"] if bare else ["system", "user"])
     user = prompt.messages[-1]
     assert user.text.strip()
     image_inputs = [n for n, s in t.inputs.items() if s.type == "image"]

@@ -38,7 +38,7 @@ def test_list(capsys):
     out = capsys.readouterr().out
     lines = out.splitlines()
     assert lines[0].split() == ["REF", "TASK", "DESCRIPTION", "HASH"]
-    assert len(lines) == 8
+    assert len(lines) == 9
     dense = next(line for line in lines if line.startswith("caption.dense@1 "))
     assert " caption " in dense and "Dense, detailed description" in dense
     assert len(dense.split()[-1]) == 12
@@ -132,7 +132,7 @@ def test_lint_builtins_are_clean(capsys):
     from importlib.resources import files
 
     assert run(["lint", str(files("mmsynth.prompts.builtin"))]) == 0
-    assert capsys.readouterr().out == "7 files: 0 errors, 0 warnings\n"
+    assert capsys.readouterr().out == "8 files: 0 errors, 0 warnings\n"
 
 
 def test_lint_error_exits_1(capsys, write_template):

@@ -15,6 +15,7 @@ BUILTIN_REFS = {
     "vqa.pairs@1",
     "interleaved.plan@1",
     "t2i.expand@1",
+    "image.render@1",
     "judge.rubric@1",
 }
 
@@ -67,7 +68,8 @@ def test_unknown_id_suggests_close_ids():
     message = str(info.value)
     assert "unknown template 'caption.dens'" in message
     assert "Did you mean 'caption.dense'" in message
-    assert "Known templates: caption.dense, caption.grounded, caption.short, interleaved.plan" in message
+    known = "Known templates: caption.dense, caption.grounded, caption.short, image.render, interleaved.plan"
+    assert known in message
 
 
 def test_unknown_id_without_close_match_lists_known():
