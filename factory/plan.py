@@ -6,7 +6,6 @@ Every check that can fail is done here, before any output is written or any mode
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 from mmsynth.factory.errors import RecipeError
 from mmsynth.factory.recipe import Recipe
 from mmsynth.factory.seeds import seed_fields
+from mmsynth.generators.model_paths import resolve_model_path
 from mmsynth.generators.registry import backend_class, build_backend, known_backends
 from mmsynth.generators.types import Backend, GenerationRequest, SamplingParams, request_key
 from mmsynth.prompts import PromptTemplate, TemplateError, TemplateRegistry, render_template
@@ -65,20 +65,6 @@ class Plan:
 
     def fingerprint(self) -> str:
         return hashlib.sha256(repr(sorted(self.describe().items())).encode()).hexdigest()
-
-
-def mmsynth_home() -> Path:
-    return Path(os.environ.get("MMSYNTH_HOME") or Path.home() / ".cache" / "mmsynth")
-
-
-def resolve_model_path(model: str) -> str:
-    """`tiny:KIND` -> a random-weight model built once under MMSYNTH_HOME; anything else unchanged."""
-    if model.startswith("tiny:"):
-        from mmsynth.generators.tiny_models import make_tiny
-
-        kind = model.split(":", 1)[1]
-        return str(make_tiny(kind, mmsynth_home() / "tiny-models" / kind))
-    return model
 
 
 def build_plan(recipe: Recipe) -> Plan:

@@ -149,9 +149,11 @@ def prompt_texts(prompt: RenderedPrompt) -> tuple[str, str]:
 def candidate_from_row(row: dict[str, Any]) -> Candidate:
     """A Candidate rebuilt from a written row, to replay accepted records into stateful validators on resume.
 
-    Images carry their hash only: replay needs identity, not pixels.
+    Images carry their hash; the first also its bytes (image_dedup hashes pixels). Later images of a
+    multi-image record are not stored in shards, so they replay as hashes only.
     """
     parsed = row.get("parsed")
+    first = (row.get("image") or {}).get("bytes") or b""
     return Candidate(
         id=row["id"],
         task=row["task"],
@@ -159,6 +161,9 @@ def candidate_from_row(row: dict[str, Any]) -> Candidate:
         finish_reason=row["finish_reason"],
         prompt_text=row.get("prompt") or "",
         parsed=None if parsed is None else json.loads(parsed),
-        images=tuple(ImageRef(data=b"", sha256=h, source="replay") for h in row.get("image_sha256") or ()),
+        images=tuple(
+            ImageRef(data=first if i == 0 else b"", sha256=h, source="replay")
+            for i, h in enumerate(row.get("image_sha256") or ())
+        ),
         seed=json.loads(row["seed"]) if row.get("seed") else {},
     )

@@ -70,6 +70,10 @@ def run_recipe(
         cache.close()
         for b in plan.backends.values():
             b.close()
+        for v in plan.validators:
+            close = getattr(v, "close", None)
+            if close is not None:
+                close()  # validators with models (llm_judge, clip_score) free them here
     stats = merge_chunks(_chunk_infos(run_dir), time.monotonic() - started)
     _finish(plan, run_dir, stats)
     return RunResult(run_dir.path, stats)

@@ -73,6 +73,7 @@ REPLAY_COLUMNS = [
     "finish_reason",
     "prompt",
     "image_sha256",
+    "image",  # the first image's bytes: image_dedup needs pixels, not only hashes, to rebuild its state
     "seed",
 ]
 

@@ -11,9 +11,27 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from mmsynth.validators.base import ValidatorConfig
+from mmsynth.validators.clip_alignment import ClipScoreConfig, ClipScoreValidator
+from mmsynth.validators.consistency import CaptionConsistencyConfig, CaptionConsistencyValidator
+from mmsynth.validators.decontam import DecontaminationConfig, DecontaminationValidator
 from mmsynth.validators.dedup import ExactDedupConfig, ExactDedupValidator
+from mmsynth.validators.grounding import (
+    AnswerConsistencyConfig,
+    AnswerConsistencyValidator,
+    QuestionDiversityConfig,
+    QuestionDiversityValidator,
+    SceneGroundingConfig,
+    SceneGroundingValidator,
+)
 from mmsynth.validators.heuristics import HeuristicsConfig, HeuristicsValidator
+from mmsynth.validators.image_checks import ImageChecksConfig, ImageChecksValidator
+from mmsynth.validators.image_dedup import ImageDedupConfig, ImageDedupValidator
+from mmsynth.validators.judge import LLMJudgeConfig, LLMJudgeValidator
+from mmsynth.validators.minhash import MinHashDedupConfig, MinHashDedupValidator
+from mmsynth.validators.ocr_check import OcrTextConfig, OcrTextValidator
 from mmsynth.validators.schema import JsonSchemaConfig, JsonSchemaValidator
+from mmsynth.validators.semantic_dedup import SemanticDedupConfig, SemanticDedupValidator
+from mmsynth.validators.structure import StructureConfig, StructureValidator
 from mmsynth.validators.types import Validator
 
 ValidatorFactory = Callable[[Any], Validator]
@@ -22,6 +40,19 @@ VALIDATORS: dict[str, tuple[type[ValidatorConfig], ValidatorFactory]] = {
     "json_schema": (JsonSchemaConfig, JsonSchemaValidator),
     "heuristics": (HeuristicsConfig, HeuristicsValidator),
     "exact_dedup": (ExactDedupConfig, ExactDedupValidator),
+    "caption_consistency": (CaptionConsistencyConfig, CaptionConsistencyValidator),
+    "structure": (StructureConfig, StructureValidator),
+    "scene_grounding": (SceneGroundingConfig, SceneGroundingValidator),
+    "answer_consistency": (AnswerConsistencyConfig, AnswerConsistencyValidator),
+    "question_diversity": (QuestionDiversityConfig, QuestionDiversityValidator),
+    "llm_judge": (LLMJudgeConfig, LLMJudgeValidator),
+    "image_checks": (ImageChecksConfig, ImageChecksValidator),
+    "image_dedup": (ImageDedupConfig, ImageDedupValidator),
+    "ocr_text": (OcrTextConfig, OcrTextValidator),
+    "clip_score": (ClipScoreConfig, ClipScoreValidator),
+    "minhash_dedup": (MinHashDedupConfig, MinHashDedupValidator),
+    "semantic_dedup": (SemanticDedupConfig, SemanticDedupValidator),
+    "decontamination": (DecontaminationConfig, DecontaminationValidator),
 }
 
 

@@ -21,11 +21,20 @@ from pydantic_core import PydanticCustomError
 from mmsynth.factory.seeds.base import Seed, SourceConfig, seed_id, stop_index
 from mmsynth.prompts.media import ImageRef
 
-SHAPES = ("circle", "square", "triangle")
-COLOURS = ("red", "green", "blue", "yellow", "purple", "orange")
-SIZES = ("small", "large")
-ROWS = ("top", "middle", "bottom")
-COLS = ("left", "centre", "right")
+# The scene vocabulary, captions and exact QA live with the validators that check answers against them.
+from mmsynth.validators.scene_truth import (  # noqa: F401  (re-exported: part of this module's API)
+    COLOURS,
+    COLS,
+    PLURAL,
+    ROWS,
+    SHAPES,
+    SIZES,
+    describe_object,
+    describe_scene,
+    position_name,
+    scene_counts,
+    scene_qa,
+)
 
 RGB = {
     "red": (220, 30, 30),
@@ -43,7 +52,6 @@ BACKGROUNDS = {
 }
 # Share of a grid cell's side that an object spans: small objects stay about 10 px wide at 64 px.
 EXTENT = {"small": 0.5, "large": 0.85}
-PLURAL = {"circle": "circles", "square": "squares", "triangle": "triangles"}
 
 FIELDS = frozenset({"image", "description", "objects", "counts", "qa", "background"})
 
@@ -118,76 +126,6 @@ def random_scene(
             }
         )
     return objects
-
-
-def position_name(row: int, col: int) -> str:
-    """'top left', 'middle right', ... and 'centre' for the middle cell."""
-    return "centre" if (row, col) == (1, 1) else f"{ROWS[row]} {COLS[col]}"
-
-
-def describe_object(obj: dict[str, Any]) -> str:
-    """'a large red circle at the top left' ('in the centre' for the middle cell)."""
-    pos = position_name(obj["row"], obj["col"])
-    where = "in the centre" if pos == "centre" else f"at the {pos}"
-    return f"a {obj['size']} {obj['colour']} {obj['shape']} {where}"
-
-
-def describe_scene(objects: Sequence[dict[str, Any]]) -> str:
-    """The exact caption: every object, in row-major order, joined as 'x, y and z'."""
-    parts = [describe_object(o) for o in objects]
-    if len(parts) <= 1:
-        return "".join(parts)
-    return ", ".join(parts[:-1]) + " and " + parts[-1]
-
-
-def scene_counts(
-    objects: Sequence[dict[str, Any]], shapes: Sequence[str] = SHAPES, colours: Sequence[str] = COLOURS
-) -> dict[str, int]:
-    """Count of every shape and colour in `shapes` and `colours` (zeros included)."""
-    counts = {name: 0 for name in [*shapes, *colours]}
-    for o in objects:
-        counts[o["shape"]] = counts.get(o["shape"], 0) + 1
-        counts[o["colour"]] = counts.get(o["colour"], 0) + 1
-    return counts
-
-
-def scene_qa(
-    objects: Sequence[dict[str, Any]], shapes: Sequence[str] = SHAPES, colours: Sequence[str] = COLOURS
-) -> list[dict[str, str]]:
-    """Question/answer pairs whose answers are exact: only questions the scene answers unambiguously.
-
-    count: total objects, each shape in `shapes`, each colour present; colour: of each shape that
-    occurs once; position: of each (colour, shape) that occurs once. Each item: question, answer, kind.
-    """
-    qa: list[dict[str, str]] = []
-    total = len(objects)
-    qa.append({"question": "How many objects are there?", "answer": str(total), "kind": "count"})
-    for shape in shapes:
-        n = sum(o["shape"] == shape for o in objects)
-        qa.append({"question": f"How many {PLURAL[shape]} are there?", "answer": str(n), "kind": "count"})
-    for colour in colours:
-        n = sum(o["colour"] == colour for o in objects)
-        if n:
-            qa.append(
-                {"question": f"How many {colour} objects are there?", "answer": str(n), "kind": "count"}
-            )
-    for shape in shapes:
-        same = [o for o in objects if o["shape"] == shape]
-        if len(same) == 1:
-            qa.append(
-                {"question": f"What colour is the {shape}?", "answer": same[0]["colour"], "kind": "colour"}
-            )
-    for o in objects:
-        same = [p for p in objects if p["shape"] == o["shape"] and p["colour"] == o["colour"]]
-        if len(same) == 1:
-            qa.append(
-                {
-                    "question": f"Where is the {o['colour']} {o['shape']}?",
-                    "answer": position_name(o["row"], o["col"]),
-                    "kind": "position",
-                }
-            )
-    return qa
 
 
 def object_box(obj: dict[str, Any], size: int) -> tuple[int, int, int, int]:

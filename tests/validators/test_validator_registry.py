@@ -14,16 +14,33 @@ from mmsynth.validators import (
     validator_config_model,
 )
 
+# Settings a validator cannot be built without (everything else has a default).
+NEEDED = {"llm_judge": {"model": {"backend": "transformers", "model": "tiny:lm"}}}
+
+
+def minimal(type_name: str) -> dict:
+    return {"type": type_name, **NEEDED.get(type_name, {})}
+
 
 def test_known_validators():
-    assert known_validators() == ["exact_dedup", "heuristics", "json_schema"]
+    assert known_validators() == sorted(VALIDATORS)
+    assert {
+        "exact_dedup",
+        "heuristics",
+        "json_schema",
+        "structure",
+        "scene_grounding",
+        "answer_consistency",
+        "question_diversity",
+        "llm_judge",
+    } <= set(known_validators())
 
 
 @pytest.mark.parametrize("type_name", sorted(VALIDATORS))
 def test_registry_key_matches_config_type(type_name):
     model = validator_config_model(type_name)
     assert model.model_fields["type"].default == type_name
-    v = build_validator({"type": type_name})
+    v = build_validator(minimal(type_name))
     assert isinstance(v, Validator)
     assert v.name == type_name and v.applies_to("anything")
 
@@ -57,7 +74,7 @@ def test_unknown_type_suggests_a_name():
     with pytest.raises(ValueError, match=r"did you mean 'exact_dedup'"):
         validator_config_model("exact_dedupe")
     with pytest.raises(
-        ValueError, match=r"unknown validator type 'zzz' \(known: exact_dedup, heuristics, json_schema\)"
+        ValueError, match=r"unknown validator type 'zzz' \(known: .*exact_dedup, heuristics, .*json_schema"
     ):
         build_validator({"type": "zzz"})
 
@@ -100,8 +117,23 @@ def test_names_tell_instances_apart():
 
 
 def test_only_dedup_is_stateful():
-    assert {t: build_validator({"type": t}).stateful for t in VALIDATORS} == {
-        "exact_dedup": True,
-        "heuristics": False,
-        "json_schema": False,
-    }
+    stateful = {t: build_validator(minimal(t)).stateful for t in VALIDATORS}
+    dedups = {"exact_dedup", "minhash_dedup", "semantic_dedup", "image_dedup"}
+    assert {t for t, s in stateful.items() if s} == dedups & set(VALIDATORS)
+    assert stateful["exact_dedup"]
+    assert not any(
+        stateful[t]
+        for t in (
+            "heuristics",
+            "json_schema",
+            "structure",
+            "scene_grounding",
+            "answer_consistency",
+            "question_diversity",
+            "llm_judge",
+            "image_checks",
+            "ocr_text",
+            "clip_score",
+            "caption_consistency",
+        )
+    )
