@@ -1,12 +1,13 @@
-"""`mmsynth prompts ...`: list, show, render and lint prompt templates."""
+"""`mmsynth prompts ...`: list, show, render, lint, preview and diff prompt templates."""
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -20,6 +21,11 @@ from mmsynth.prompts import (
     load_template,
     render_template,
 )
+
+if TYPE_CHECKING:
+    from mmsynth.factory.records import Record
+    from mmsynth.factory.studio.preview import RunReport, StudioSession
+    from mmsynth.prompts import RenderedPrompt
 
 
 def add_prompts_commands(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -59,6 +65,39 @@ def add_prompts_commands(subparsers: argparse._SubParsersAction) -> argparse.Arg
     p = sub.add_parser("lint", help="check template files or folders; exit 1 on any error")
     p.add_argument("paths", metavar="PATH", nargs="+", help=".j2 files, or folders searched for them")
     p.set_defaults(func=cmd_lint)
+
+    def sample_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--recipe",
+            metavar="RECIPE",
+            required=True,
+            help="the recipe whose seeds, model and validators to use",
+        )
+        p.add_argument(
+            "--samples", type=int, default=5, metavar="N", help="how many seeds to run on (default 5)"
+        )
+        p.add_argument(
+            "--task",
+            metavar="NAME",
+            help="the recipe task to run it as (default: the first that uses this template id)",
+        )
+
+    p = sub.add_parser(
+        "preview",
+        help="render a template on a recipe's first seeds, run its model, print outputs and verdicts",
+    )
+    p.add_argument("id", metavar="ID", help="'caption.short', 'caption.short@2', or a path to a .j2 file")
+    sample_options(p)
+    p.add_argument("--no-run", action="store_true", help="only render the prompts; load no model")
+    p.set_defaults(func=cmd_preview)
+
+    p = sub.add_parser(
+        "diff", help="two versions of a template on the same seeds: text diff, outputs, pass rates"
+    )
+    p.add_argument("a", metavar="ID@V1", help="the first version (or a .j2 path)")
+    p.add_argument("b", metavar="ID@V2", help="the second version (or a .j2 path)")
+    sample_options(p)
+    p.set_defaults(func=cmd_diff)
     return prompts
 
 
@@ -136,6 +175,103 @@ def cmd_lint(args: argparse.Namespace) -> int:
             n_warnings += issue.severity == "warning"
     print(f"{len(files)} {'file' if len(files) == 1 else 'files'}: {n_errors} errors, {n_warnings} warnings")
     return 1 if n_errors else 0
+
+
+def cmd_preview(args: argparse.Namespace) -> int:
+    from mmsynth.factory.studio.preview import StudioError, StudioSession, read_source
+
+    try:
+        session = StudioSession(args.recipe)
+    except TemplateError as e:
+        return _user_error(e)
+    try:
+        template = session.template(args.id)
+        task = args.task or session.task_for(template.id).name
+        issues = session.lint(task, read_source(template), path=template.path)
+        for issue in issues:
+            print(issue)
+        if any(i.severity == "error" for i in issues):
+            return 1
+        if args.no_run:
+            for sample in session.render(task, template, args.samples):
+                print(f"--- seed {sample.seed.index} ({sample.seed.id[:8]}) ---")
+                print(sample.error or _prompt_text(sample.prompt))
+            return 0
+        report = session.run(task, template, args.samples)
+    except StudioError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        session.close()
+    print(f"{template.ref} on task '{task}' ({_model(session, task)}), {len(report.samples)} seeds")
+    for sample in report.samples:
+        print(f"--- seed {sample.seed.index} ({sample.seed.id[:8]}) ---")
+        first = sample.records[0]
+        if first.prompt:
+            print(f"prompt: {_shorten(first.prompt, 160)}")
+        for k, record in enumerate(sample.records):
+            print(f"  [{k + 1}] {_verdict_line(record)}")
+    print(_pass_line(report))
+    return 0
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from mmsynth.factory.studio.preview import StudioError, StudioSession, read_source
+
+    try:
+        session = StudioSession(args.recipe)
+    except TemplateError as e:
+        return _user_error(e)
+    try:
+        a, b = session.template(args.a), session.template(args.b)
+        task = args.task or session.task_for(a.id).name
+        reports = [session.run(task, t, args.samples) for t in (a, b)]
+    except StudioError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        session.close()
+    diff = difflib.unified_diff(
+        read_source(a).splitlines(keepends=True),
+        read_source(b).splitlines(keepends=True),
+        fromfile=f"{a.ref} ({a.path})",
+        tofile=f"{b.ref} ({b.path})",
+    )
+    print("".join(diff).rstrip("\n") or f"{a.ref} and {b.ref} have the same text")
+    print(f"=== outputs on {len(reports[0].samples)} seeds, task '{task}' ({_model(session, task)}) ===")
+    for sa, sb in zip(reports[0].samples, reports[1].samples, strict=True):
+        print(f"--- seed {sa.seed.index} ({sa.seed.id[:8]}) ---")
+        for label, sample in (("A", sa), ("B", sb)):
+            for k, record in enumerate(sample.records):
+                print(f"  {label}{k + 1} {_verdict_line(record)}")
+    for label, report in zip("AB", reports, strict=True):
+        print(f"{label}: {_pass_line(report)}")
+    return 0
+
+
+def _model(session: StudioSession, task: str) -> str:
+    view = next(v for v in session.tasks() if v.name == task)
+    return f"model {view.model}, n={view.n}"
+
+
+def _verdict_line(record: Record) -> str:
+    head = "KEEP  " if record.accepted else "REJECT"
+    text = json.dumps(_shorten(record.output, 100), ensure_ascii=False) if record.error is None else ""
+    why = "" if record.accepted else f"  <- {record.reject_reason}"
+    return f"{head} {text}{why}".rstrip()
+
+
+def _pass_line(report: RunReport) -> str:
+    total = len(report.records)
+    return f"{report.template.ref}: pass rate {report.accepted}/{total} ({report.pass_rate:.0%}), {report.sent} requests sent"
+
+
+def _prompt_text(prompt: RenderedPrompt) -> str:
+    return "\n".join(
+        f"[{m.role}] "
+        + "".join(_image_label(p.image) if isinstance(p, ImagePart) else p.text for p in m.parts)
+        for m in prompt.messages
+    )
 
 
 def _find(ref: str, folders: list[str] | None) -> PromptTemplate:

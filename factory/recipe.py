@@ -305,6 +305,10 @@ class Recipe(_Config):
     description: str = Field(
         default="", description="Free text for people and the dataset card; not fingerprinted."
     )
+    license: str | None = Field(
+        default=None,
+        description="Licence of the generated data as a Hub licence id (e.g. `cc-by-4.0`), written into the published dataset card; not fingerprinted.",
+    )
     seed: int = Field(
         default=0,
         description="Run seed: every per-record sampling seed, and by default the scenes' seed, derives from it.",
@@ -384,11 +388,11 @@ class Recipe(_Config):
     def fingerprint(self) -> str:
         """sha256 of the normalised content: JSON with sorted keys, paths relative to the recipe's folder.
 
-        `description` and `cache` are left out: they cannot change the records. Used to refuse
+        `description`, `license` and `cache` are left out: they cannot change the records. Used to refuse
         writing a changed recipe into an old run folder.
         """
         data = self.model_dump(
-            mode="json", exclude={"description", "cache"}, context={"relative_to": self.base_dir}
+            mode="json", exclude={"description", "license", "cache"}, context={"relative_to": self.base_dir}
         )
         blob = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(blob.encode()).hexdigest()

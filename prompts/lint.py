@@ -35,8 +35,13 @@ def lint_template(path: str | Path, available_vars: set[str] | None = None) -> l
         raw = Path(path).read_bytes()
     except OSError as e:
         return [LintIssue(p, 1, "error", f"cannot read the file: {e.strerror or e}.")]
-    template, errors = check_source(raw, p)
-    issues = [LintIssue(p, e.line or 1, "error", format_problem(e.problem, e.hint)) for e in errors]
+    return lint_source(raw, p, available_vars)
+
+
+def lint_source(source: bytes | str, path: str, available_vars: set[str] | None = None) -> list[LintIssue]:
+    """The issues of `lint_template` for template text not (yet) in a file, e.g. an editor's buffer."""
+    template, errors = check_source(source, path)
+    issues = [LintIssue(path, e.line or 1, "error", format_problem(e.problem, e.hint)) for e in errors]
     if template is not None:
         issues += _check_variables(template, available_vars)
     return sorted(issues, key=lambda i: (i.line, i.severity, i.message))
