@@ -117,3 +117,18 @@ def test_a_mixture_splits_the_seeds_between_root_tasks(tmp_path: Path):
         t: {r["seed_index"] for r in rows(out, t) + rows(out, t, "rejected")} for t in ("short", "dense")
     }
     assert not seeds["short"] & seeds["dense"] and len(seeds["short"] | seeds["dense"]) == 20
+
+
+def test_show_prints_a_record_and_draws_it(images_run: Path, tmp_path: Path, capsys):
+    from PIL import Image
+
+    png = tmp_path / "rec.png"
+    assert main(["show", str(images_run), "images", "--png", str(png)]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["task"] == "images" and shown["generation"]["steps"] == 4  # JSON columns come decoded
+    assert shown["image"].startswith("<image, ")
+    with Image.open(png) as im:
+        assert im.width == 520 and im.height > 256  # the 64 px image drawn at 4x, then its text
+    assert main(["show", str(images_run), "nope"]) == 2
+    assert "subsets: images, prompts, recaptions" in capsys.readouterr().err
+    assert main(["show", str(images_run), "images", "--index", "999"]) == 2
