@@ -20,37 +20,9 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import resource  # noqa: E402
 import time  # noqa: E402
 
-
-def reset_peak_rss() -> int:
-    """Reset this process's peak RSS to its current RSS (Linux: clear_refs 5), so that the peak read
-    later is the dedup's and not that of loading the documents; returns the current RSS in KiB."""
-    import gc
-
-    gc.collect()
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass  # not Linux: the peak then includes loading
-    return _status_kib("VmRSS")
-
-
-def peak_rss_kib() -> int:
-    return _status_kib("VmHWM")
-
-
-def _status_kib(field: str) -> int:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+from _rss import peak_rss_kib, reset_peak_rss  # noqa: E402  (bench/ is on sys.path: this script runs from it)
 
 
 def main() -> None:

@@ -32,13 +32,13 @@ import argparse
 import itertools
 import json
 import random
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import _common as C  # one thread, offline
+from _rss import peak_rss_kib, reset_peak_rss
 
 DJ_VERSION = "1.6.1"
 DJ_SIDE = C.BENCH_DIR / "_dj_side.py"
@@ -145,35 +145,6 @@ def score(all_ids: list[str], kept: set[str], truth: dict) -> dict:
         "recall_by_jaccard": {k: f"{h}/{t} = {h / t:.3f}" for k, (h, t) in buckets.items() if t},
         "hard_negatives_removed": neg_hit,
     }
-
-
-def reset_peak_rss() -> int:
-    """Reset this process's peak RSS to its current RSS (Linux: clear_refs 5), so that the peak read
-    later is the dedup's and not that of loading the documents; returns the current RSS in KiB."""
-    import gc
-
-    gc.collect()
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass  # not Linux: the peak then includes loading
-    return _status_kib("VmRSS")
-
-
-def peak_rss_kib() -> int:
-    return _status_kib("VmHWM")
-
-
-def _status_kib(field: str) -> int:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 # -- the two sides ------------------------------------------------------------------------------

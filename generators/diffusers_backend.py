@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mmsynth.generators.batching import answer_in_groups
 from mmsynth.generators.memory import release_memory
 from mmsynth.generators.revision import resolve_revision
 from mmsynth.generators.types import Generation, GenerationRequest, Output
@@ -212,19 +213,12 @@ class DiffusersBackend:
         """The blocking form of `generate`, for scripts and the worker thread."""
         with self._lock:
             self._load_locked()
-            results: list[Generation | None] = [None] * len(requests)
-            groups: dict[tuple, list[_Job]] = {}
-            for i, req in enumerate(requests):
-                job = self._prepare(i, req)
-                if isinstance(job, Generation):
-                    results[i] = job
-                else:
-                    groups.setdefault(tuple(sorted(job.settings.items())), []).append(job)
-            for jobs in groups.values():
-                for job, gen in zip(jobs, self._run_group(jobs), strict=True):
-                    results[job.index] = gen
-            assert all(r is not None for r in results)
-            return results  # type: ignore[return-value]
+            return answer_in_groups(
+                requests,
+                self._prepare,
+                lambda req, job: tuple(sorted(job.settings.items())),
+                self._run_group,
+            )
 
     def _prepare(self, index: int, req: GenerationRequest) -> _Job | Generation:
         """Check one request's settings against the pipeline; a problem is this request's answer."""

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mmsynth.generators.batching import answer_in_groups
 from mmsynth.generators.memory import release_memory
 from mmsynth.generators.revision import resolve_revision
 from mmsynth.generators.types import Generation, GenerationRequest, Output, SamplingParams
@@ -171,21 +172,13 @@ class TransformersBackend:
         """The blocking form of `generate`, for scripts and the worker thread."""
         with self._lock:
             self._load_locked()
-            results: list[Generation | None] = [None] * len(requests)
-            groups: dict[tuple, list[_Prepared]] = {}
-            for i, req in enumerate(requests):
-                prepared = self._prepare(i, req)
-                if isinstance(prepared, Generation):
-                    results[i] = prepared
-                else:
-                    groups.setdefault(_group_key(req.sampling), []).append(prepared)
-            for items in groups.values():
-                for start in range(0, len(items), self.batch_size):
-                    chunk = items[start : start + self.batch_size]
-                    for item, gen in zip(chunk, self._run_group(chunk), strict=True):
-                        results[item.index] = gen
-            assert all(r is not None for r in results)
-            return results  # type: ignore[return-value]
+            return answer_in_groups(
+                requests,
+                self._prepare,
+                lambda req, prepared: _group_key(req.sampling),
+                self._run_group,
+                batch_size=self.batch_size,
+            )
 
     def _prepare(self, index: int, req: GenerationRequest) -> _Prepared | Generation:
         """Decode images, apply the chat template and count tokens; a failure is this request's answer."""

@@ -17,7 +17,7 @@ from pydantic import Field
 
 from mmsynth.validators.base import ConfiguredValidator, ValidatorConfig
 from mmsynth.validators.qa_items import clip, normalise, qa_items, well_formed
-from mmsynth.validators.scene_truth import answer_is_correct, answer_question, normalise_words
+from mmsynth.validators.scene_truth import NUMBER_WORDS, answer_is_correct, answer_question, normalise_words
 from mmsynth.validators.types import Candidate, Verdict
 
 _WORD = re.compile(r"\w+")
@@ -164,26 +164,8 @@ def _answer_key(answer: str) -> str:
     return " ".join(_NUMBER_WORDS.get(w, w) for w in words) or normalise(answer)
 
 
-_NUMBER_WORDS = {
-    w: str(i)
-    for i, w in enumerate(
-        [
-            "zero",
-            "one",
-            "two",
-            "three",
-            "four",
-            "five",
-            "six",
-            "seven",
-            "eight",
-            "nine",
-            "ten",
-            "eleven",
-            "twelve",
-        ]
-    )
-}
+# "no" and "none" stay words here: as answers they mean "no", not the count zero.
+_NUMBER_WORDS = {w: str(n) for w, n in NUMBER_WORDS.items() if w not in ("no", "none")}
 
 
 class QuestionDiversityConfig(ValidatorConfig):

@@ -112,7 +112,7 @@ _ALIASES = {
 _SINGULAR = {plural: shape for shape, plural in PLURAL.items()}
 _ROW_WORDS = {"top": 0, "middle": 1, "bottom": 2}
 _COL_WORDS = {"left": 0, "right": 2}
-_NUMBERS = {
+NUMBER_WORDS = {
     w: i
     for i, w in enumerate(
         [
@@ -132,7 +132,7 @@ _NUMBERS = {
         ]
     )
 }
-_NUMBERS.update({"no": 0, "none": 0})
+NUMBER_WORDS.update({"no": 0, "none": 0})
 # Words that carry no condition: a question made of these plus scene words is fully understood.
 _FILLER = frozenset(
     [
@@ -284,7 +284,9 @@ def answer_is_correct(kind: str, truth: str, answer: str) -> bool:
     """
     words = normalise_words(answer)
     if kind == "count":
-        numbers = {int(w) if w.isdigit() else _NUMBERS[w] for w in words if w.isdigit() or w in _NUMBERS}
+        numbers = {
+            int(w) if w.isdigit() else NUMBER_WORDS[w] for w in words if w.isdigit() or w in NUMBER_WORDS
+        }
         return numbers == {int(truth)}
     if kind == "colour":
         return {w for w in words if w in COLOURS} == {truth}
