@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from mmsynth.factory.errors import RecipeError
-from mmsynth.factory.recipe import Recipe
+from mmsynth.factory.recipe import ModelSpec, Recipe
 from mmsynth.factory.seeds import seed_fields
 from mmsynth.generators.model_paths import resolve_model_path
 from mmsynth.generators.registry import backend_class, build_backend, known_backends
@@ -145,7 +145,7 @@ def build_plan(recipe: Recipe) -> Plan:
         _check_against(model, vspec, ("validators", i), err)
 
     try:
-        validators = build_validators(recipe.validators)
+        validators = build_validators([_resolve_paths(v, src.parent) for v in recipe.validators])
     except ValueError as e:
         raise err(("validators",), str(e)) from None
 
@@ -179,35 +179,53 @@ class ModelLoadError(RuntimeError):
     exit_code = 1
 
 
-def load_backends(plan: Plan) -> None:
-    """Resolve model paths and revisions, build and load each model the tasks use (the slow part)."""
+def used_models(plan: Plan) -> list[str]:
+    """The names of the models some task uses, in recipe order."""
+    return [name for name in plan.recipe.models if any(t.model_name == name for t in plan.tasks)]
+
+
+def backend_args(spec: ModelSpec) -> dict[str, Any]:
+    """The keyword arguments `build_backend(spec.backend, ...)` gets: path and revision resolved.
+    One function, so a Ray actor builds exactly the backend a local run builds."""
     from mmsynth.generators.revision import resolve_revision
 
-    for name, spec in plan.recipe.models.items():
-        if not any(t.model_name == name for t in plan.tasks):
-            continue
-        path = resolve_model_path(str(spec.model))
-        what = f"model '{name}' ({spec.backend}: {spec.model})"
+    path = resolve_model_path(str(spec.model))
+    return dict(
+        model=str(spec.model),
+        path=path,
+        revision=resolve_revision(path, spec.revision),
+        batch_size=spec.batch_size,
+        device=spec.device,
+        dtype=spec.dtype,
+        **spec.options,
+    )
+
+
+def load_backend(name: str, spec: ModelSpec, args: dict[str, Any]) -> Backend:
+    """Build and load one model; ModelLoadError (naming it) when either fails."""
+    what = f"model '{name}' ({spec.backend}: {spec.model})"
+    try:
+        backend = build_backend(spec.backend, **args)
+    except Exception as e:  # a bad dtype, a bad device: the user's setting, not our bug
+        raise ModelLoadError(f"{what} could not be set up: {e}") from e
+    load = getattr(backend, "load", None)
+    if load is not None:
         try:
-            backend = build_backend(
-                spec.backend,
-                model=str(spec.model),
-                path=path,
-                revision=resolve_revision(path, spec.revision),
-                batch_size=spec.batch_size,
-                device=spec.device,
-                dtype=spec.dtype,
-                **spec.options,
-            )
-        except Exception as e:  # a bad dtype, a bad device: the user's setting, not our bug
-            raise ModelLoadError(f"{what} could not be set up: {e}") from e
-        plan.backends[name] = backend  # registered first, so the runner closes it even if load fails
-        load = getattr(backend, "load", None)
-        if load is not None:
-            try:
-                load()
-            except Exception as e:  # a model that cannot load stops the run before any record is made
-                raise ModelLoadError(f"{what} could not be loaded: {e}") from e
+            load()
+        except Exception as e:  # a model that cannot load stops the run before any record is made
+            backend.close()
+            raise ModelLoadError(f"{what} could not be loaded: {e}") from e
+    return backend
+
+
+def load_backends(plan: Plan, skip: frozenset[str] = frozenset()) -> None:
+    """Resolve model paths and revisions, build and load each model the tasks use (the slow part).
+    Models in `skip` must already be in `plan.backends` (the Ray executor puts its proxies there)."""
+    for name in used_models(plan):
+        if name in skip:
+            continue
+        spec = plan.recipe.models[name]
+        plan.backends[name] = load_backend(name, spec, backend_args(spec))
     for t in plan.tasks:
         t.backend = plan.backends[t.model_name]
 
@@ -260,6 +278,27 @@ def _derived_fields(
             return None
         out |= keys | ITEM_FIELDS
     return out
+
+
+def _resolve_paths(value: Any, base: Path) -> Any:
+    """A validator spec with relative `path`/`model` values that exist under the recipe's folder made
+    absolute, so eval sets and model folders resolve against the recipe, as seeds and templates do."""
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if (
+                k in ("path", "model")
+                and isinstance(v, str)
+                and not Path(v).is_absolute()
+                and (base / v).exists()
+            ):
+                out[k] = str((base / v).resolve())
+            else:
+                out[k] = _resolve_paths(v, base)
+        return out
+    if isinstance(value, list):
+        return [_resolve_paths(v, base) for v in value]
+    return value
 
 
 def _check_against(model, data: dict, prefix: tuple, err) -> None:

@@ -201,3 +201,28 @@ def test_pipeline_mistakes_are_refused_at_their_line(tmp_path: Path, extra: str,
     with pytest.raises(RecipeError) as e:
         load_recipe(path)
     assert message in str(e.value) and "r.yaml:" in str(e.value)
+
+
+def test_validator_paths_resolve_against_the_recipe_folder(tmp_path: Path, monkeypatch):
+    from mmsynth.factory.plan import build_plan
+
+    (tmp_path / "evals").mkdir()
+    (tmp_path / "evals" / "bench.jsonl").write_text(
+        '{"question": "what colour is the big square in the middle"}\n'
+    )
+    (tmp_path / "r.yaml").write_text(
+        BASE
+        + "validators:\n"
+        + "  - {type: decontamination, ngram: 4, evals: [{name: bench, path: evals/bench.jsonl, text_fields: [question]}]}\n"
+    )
+    monkeypatch.chdir(tmp_path.parent)  # the working directory is elsewhere: the recipe's folder must win
+    (v,) = build_plan(load_recipe(tmp_path / "r.yaml")).validators
+    from mmsynth.validators.types import Candidate
+
+    dirty, clean = v.check(
+        [
+            Candidate("a", "a", "so what colour is the big square in the middle?", "stop"),
+            Candidate("b", "a", "a small red circle at the top", "stop"),
+        ]
+    )
+    assert not dirty.keep and dirty.reason.startswith("contaminated: bench") and clean.keep
