@@ -32,6 +32,9 @@ class ValidatorStats:
     score_sum: float = 0.0
     score_min: float | None = None
     score_max: float | None = None
+    # Scores rounded to 3 significant digits and counted: mergeable exactly, bounded in size, and
+    # enough to draw a histogram over whatever range the scores turn out to have.
+    score_values: Counter[float] = field(default_factory=Counter)
 
     def add(self, verdict: Verdict) -> None:
         self.seen += 1
@@ -42,6 +45,7 @@ class ValidatorStats:
             self.reasons[reason_key(verdict.reason)] += 1
         if verdict.score is not None and not math.isnan(verdict.score):
             self._add_scores(1, verdict.score, verdict.score, verdict.score)
+            self.score_values[float(f"{verdict.score:.3g}")] += 1
 
     def _add_scores(self, count: int, total: float, lo: float | None, hi: float | None) -> None:
         self.score_count += count
@@ -60,6 +64,7 @@ class ValidatorStats:
         self.rejected += other.rejected
         self.reasons.update(other.reasons)
         self._add_scores(other.score_count, other.score_sum, other.score_min, other.score_max)
+        self.score_values.update(other.score_values)
         return self
 
     def to_dict(self, top: int | None = None) -> dict[str, Any]:
@@ -71,6 +76,8 @@ class ValidatorStats:
                 "mean": self.score_sum / self.score_count,
                 "min": self.score_min,
                 "max": self.score_max,
+                "histogram": score_histogram(self.score_values),
+                "values": {repr(k): n for k, n in sorted(self.score_values.items())},
             }
         return {
             "name": self.name,
@@ -88,7 +95,22 @@ class ValidatorStats:
         if d.get("score"):
             s = d["score"]
             stats._add_scores(s["count"], s["mean"] * s["count"], s["min"], s["max"])
+            stats.score_values = Counter({float(k): n for k, n in (s.get("values") or {}).items()})
         return stats
+
+
+def score_histogram(values: Counter[float], bins: int = 10) -> dict[str, list]:
+    """`bins` equal-width bins over the observed range: {"edges": [bins + 1 floats], "counts": [bins ints]}."""
+    if not values:
+        return {"edges": [], "counts": []}
+    lo, hi = min(values), max(values)
+    if lo == hi:
+        return {"edges": [lo, hi], "counts": [sum(values.values())]}
+    width = (hi - lo) / bins
+    counts = [0] * bins
+    for v, n in values.items():
+        counts[min(int((v - lo) / width), bins - 1)] += n
+    return {"edges": [round(lo + i * width, 6) for i in range(bins + 1)], "counts": counts}
 
 
 def tally(

@@ -29,7 +29,9 @@ def test_counts_reasons_and_scores():
     assert (d["seen"], d["kept"], d["rejected"]) == (5, 2, 3)
     assert d["reasons"] == {"too short": 2, "repetition": 1}
     assert list(d["reasons"]) == ["too short", "repetition"]  # most frequent first
-    assert d["score"] == {"count": 2, "mean": pytest.approx(0.36), "min": 0.1, "max": 0.62}
+    summary = {k: d["score"][k] for k in ("count", "mean", "min", "max")}
+    assert summary == {"count": 2, "mean": pytest.approx(0.36), "min": 0.1, "max": 0.62}
+    assert d["score"]["values"] == {"0.1": 1, "0.62": 1}
     assert stats.to_dict(top=1)["reasons"] == {"too short": 2}
     json.dumps(d)
 
@@ -54,3 +56,21 @@ def test_tally_per_validator():
     assert {k: (s.seen, s.rejected) for k, s in stats.items()} == {"a": (2, 1), "b": (1, 1)}
     tally([[Verdict.ok("b")]], stats)
     assert stats["b"].seen == 2
+
+
+def test_score_histogram_spans_the_observed_range_and_merges_exactly():
+    from mmsynth.validators.stats import ValidatorStats
+    from mmsynth.validators.types import Verdict
+
+    a, b = ValidatorStats("clip"), ValidatorStats("clip")
+    for s in (0.0, 0.05, 0.5):
+        a.add(Verdict.ok("clip", s))
+    for s in (0.95, 1.0):
+        b.add(Verdict.reject("clip", "low", s))
+    merged = ValidatorStats.from_dict(a.to_dict()).merge(ValidatorStats.from_dict(b.to_dict()))
+    hist = merged.to_dict()["score"]["histogram"]
+    assert hist["edges"][0] == 0.0 and hist["edges"][-1] == 1.0 and len(hist["edges"]) == 11
+    assert hist["counts"] == [2, 0, 0, 0, 0, 1, 0, 0, 0, 2]
+    one = ValidatorStats("judge")
+    one.add(Verdict.ok("judge", 4.0))
+    assert one.to_dict()["score"]["histogram"] == {"edges": [4.0, 4.0], "counts": [1]}
