@@ -128,6 +128,18 @@ class HeuristicsConfig(ValidatorConfig):
         description="Reject when more than this share of characters are U+FFFD replacement characters (broken decoding); null: off.",
     )
 
+    scripts: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        description="Writing systems the output must be in, by Unicode script name (e.g. `[latin]`, `[cjk, hiragana, katakana]`); letters in other scripts count against `min_script_share`. null: off.",
+    )
+    min_script_share: float = Field(
+        default=0.9,
+        ge=0,
+        le=1,
+        description="With `scripts`: the least share of letters that must be in those scripts.",
+    )
+
     @field_validator("refusal_phrases", "extra_refusal_phrases")
     @classmethod
     def _no_blank_phrases(cls, phrases: list[str]) -> list[str]:
@@ -195,7 +207,7 @@ class HeuristicsValidator(ConfiguredValidator[HeuristicsConfig]):
             return failure
         if cfg.reject_truncated and c.finish_reason == "length":
             return "truncated: finish_reason=length", None
-        return self._prompt_echo(words, c.prompt_text) or self._charset(c.text)
+        return self._prompt_echo(words, c.prompt_text) or self._charset(c.text) or self._script(content)
 
     def _repetition(self, content: str, words: list[str]) -> tuple[str, float] | None:
         cfg, n = self.config, self.config.ngram_size
@@ -264,6 +276,30 @@ class HeuristicsValidator(ConfiguredValidator[HeuristicsConfig]):
                     share,
                 )
         return None
+
+    def _script(self, content: str) -> tuple[str, float] | None:
+        # The script is the first word of a letter's Unicode name (LATIN SMALL LETTER A, CJK UNIFIED ...):
+        # a cheap language-family check that needs no model and no download.
+        allowed = self.config.scripts
+        if not allowed:
+            return None
+        wanted = {s.upper() for s in allowed}
+        letters = [ch for ch in content if ch.isalpha()]
+        if not letters:
+            return None
+        foreign = Counter(_script_of(ch) for ch in letters if _script_of(ch) not in wanted)
+        share = 1 - sum(foreign.values()) / len(letters)
+        if share < self.config.min_script_share:
+            top = foreign.most_common(1)[0][0].lower()
+            return (
+                f"script: {share:.0%} of letters in {', '.join(allowed)} (min {self.config.min_script_share:.0%}; most others {top})",
+                share,
+            )
+        return None
+
+
+def _script_of(ch: str) -> str:
+    return unicodedata.name(ch, "UNKNOWN").split(" ", 1)[0]
 
 
 def _ngrams(words: list[str], n: int) -> list[tuple[str, ...]]:

@@ -194,3 +194,20 @@ def test_newlines_and_tabs_are_not_control_characters(make_candidate):
 def test_bad_config_rejected(fields):
     with pytest.raises(ValidationError):
         HeuristicsConfig(**fields)
+
+
+def test_script_check_keeps_the_asked_writing_system_and_rejects_another():
+    from mmsynth.validators import build_validator
+    from mmsynth.validators.types import Candidate
+
+    v = build_validator({"type": "heuristics", "scripts": ["latin"], "min_script_share": 0.9})
+    latin, cyrillic, mixed_ok = v.check(
+        [
+            Candidate("a", "t", "A red circle on a white background, café style.", "stop"),
+            Candidate("b", "t", "Красный круг на белом фоне.", "stop"),
+            Candidate("c", "t", "A red circle labelled Δ in the middle of a large white page.", "stop"),
+        ]
+    )
+    assert latin.keep and mixed_ok.keep  # one Greek letter in 40 Latin ones is within 90%
+    assert not cyrillic.keep and cyrillic.reason.startswith("script: 0% of letters in latin")
+    assert "most others cyrillic" in cyrillic.reason
