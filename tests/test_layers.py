@@ -17,7 +17,7 @@ ALLOWED = {
     "generators": {"prompts"},
     "validators": {"prompts", "generators"},
     "trainer": {"prompts"},
-    "factory": {"prompts", "generators", "validators"},
+    "factory": {"prompts", "generators", "validators", "trainer"},
 }
 
 
