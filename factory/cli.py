@@ -17,8 +17,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     from mmsynth.factory.plan import ModelLoadError
     from mmsynth.factory.runner import run_recipe
 
+    ray = None
+    if args.executor == "ray":
+        from mmsynth.factory.ray_executor import RayOptions
+
+        ray = RayOptions(address=args.address, actors=args.ray_actors)
+    elif args.address is not None or args.ray_actors is not None:
+        print("error: --address and --ray-actors need --executor ray", file=sys.stderr)
+        return 2
     try:
-        result = run_recipe(args.recipe, args.out, fresh=args.fresh, progress=not args.quiet)
+        result = run_recipe(args.recipe, args.out, fresh=args.fresh, progress=not args.quiet, ray=ray)
     except Interrupted:
         print(
             "[mmsynth] interrupted; finished shards and cached answers are kept. Run the same command to resume.",
@@ -51,6 +59,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_or_zero(text: str) -> int:
+    n = int(text)
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {n}")
+    return n
+
+
 def cmd_make_tiny(args: argparse.Namespace) -> int:
     from mmsynth.generators.tiny_models import make_tiny
 
@@ -69,7 +84,12 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from mmsynth.factory.cli_gain import add_gain_command
     from mmsynth.factory.cli_prompts import add_prompts_commands
+    from mmsynth.factory.cli_publish import add_publish_command
+    from mmsynth.factory.cli_validate import add_validate_command
+    from mmsynth.factory.show import add_show_command
+    from mmsynth.factory.studio.cli import add_studio_command
 
     p = argparse.ArgumentParser(
         prog="mmsynth", description="A factory for synthetic multimodal training data."
@@ -83,6 +103,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--fresh", action="store_true", help="rebuild the folder from scratch (keeps the response cache)"
     )
     r.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    r.add_argument(
+        "--executor",
+        choices=["local", "ray"],
+        default="local",
+        help="where the models run: in this process, or in Ray actors (docs/ray.md); same output",
+    )
+    r.add_argument(
+        "--address",
+        default=None,
+        help="with --executor ray: 'auto', 'ray://host:10001' or host:port; default: start a local Ray instance",
+    )
+    r.add_argument(
+        "--ray-actors",
+        type=_positive_or_zero,
+        default=None,
+        metavar="N",
+        help="with --executor ray: actors per model, overriding the recipe's ray.models.<name>.actors",
+    )
     r.set_defaults(func=cmd_run)
 
     m = sub.add_parser("models", help="model utilities")
@@ -98,6 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_stats)
 
     add_prompts_commands(sub)
+    add_show_command(sub)
+    add_gain_command(sub)
+    add_validate_command(sub)
+    add_publish_command(sub)
+    add_studio_command(sub)
     return p
 
 

@@ -296,6 +296,45 @@ class CacheSpec(_Config):
     )
 
 
+class RayModelSpec(_Config):
+    """How one model is served under `mmsynth run --executor ray` (docs/ray.md)."""
+
+    actors: int = Field(
+        default=1,
+        ge=0,
+        description=(
+            "Ray actors serving this model, each holding its own copy; 0: the model runs in the driver, "
+            "as in a local run (a `vllm-server` client, say). `--ray-actors` overrides it."
+        ),
+    )
+    num_gpus: float = Field(
+        default=0, ge=0, description="GPUs Ray reserves for each actor (fractions share a GPU)."
+    )
+    num_cpus: float = Field(default=1, ge=0, description="CPUs Ray reserves for each actor.")
+    concurrency: int | None = Field(
+        default=None,
+        ge=1,
+        description="Batches in flight per actor; null: the backend's own `max_concurrency`.",
+    )
+    max_restarts: int = Field(
+        default=3,
+        ge=0,
+        description=(
+            "Dead actors of this model that are replaced (their in-flight batches are sent again); past "
+            "that a dead actor is not replaced, and the run stops when none is left."
+        ),
+    )
+
+
+class RaySpec(_Config):
+    """Settings for `--executor ray`; a local run ignores them. Not fingerprinted."""
+
+    models: dict[str, RayModelSpec] = Field(
+        default_factory=dict,
+        description="Per model (a key of `models`): actors and the resources of each; unlisted models get the defaults.",
+    )
+
+
 class Recipe(_Config):
     """A run's whole configuration. Build it with `load_recipe`, which also checks references and paths."""
 
@@ -340,6 +379,10 @@ class Recipe(_Config):
     )
     output: OutputSpec = Field(default_factory=OutputSpec, description="How the dataset is written.")
     cache: CacheSpec = Field(default_factory=CacheSpec, description="The response cache; not fingerprinted.")
+    ray: RaySpec = Field(
+        default_factory=RaySpec,
+        description="How models are served under `--executor ray`; not fingerprinted (it cannot change the records).",
+    )
 
     _source_path: Path | None = PrivateAttr(default=None)
     _source_nodes: yaml.Node | None = PrivateAttr(default=None)
@@ -388,11 +431,13 @@ class Recipe(_Config):
     def fingerprint(self) -> str:
         """sha256 of the normalised content: JSON with sorted keys, paths relative to the recipe's folder.
 
-        `description`, `license` and `cache` are left out: they cannot change the records. Used to refuse
-        writing a changed recipe into an old run folder.
+        `description`, `license`, `cache` and `ray` are left out: they cannot change the records. Used to
+        refuse writing a changed recipe into an old run folder.
         """
         data = self.model_dump(
-            mode="json", exclude={"description", "license", "cache"}, context={"relative_to": self.base_dir}
+            mode="json",
+            exclude={"description", "license", "cache", "ray"},
+            context={"relative_to": self.base_dir},
         )
         blob = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(blob.encode()).hexdigest()
@@ -590,6 +635,18 @@ def _cross_check(recipe: Recipe, path: Path, root: yaml.Node | None) -> list[Pro
         elif weight <= 0:
             problems.append(
                 problem_at(path, root, ("mixture", key), f"a share must be positive, got {weight}")
+            )
+    for name in recipe.ray.models:
+        if name not in recipe.models:
+            problems.append(
+                problem_at(
+                    path,
+                    root,
+                    ("ray", "models", name),
+                    f"unknown model '{name}'",
+                    choice_hint(name, recipe.models, "models defined under `models`"),
+                    key=True,
+                )
             )
     return problems
 

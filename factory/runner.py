@@ -8,9 +8,10 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mmsynth.factory.cache import ResponseCache
 from mmsynth.factory.card import write_card
@@ -25,6 +26,9 @@ from mmsynth.factory.shards import read_replay_rows, shard_path
 from mmsynth.factory.stats import merge_chunks
 from mmsynth.validators import remember_accepted
 
+if TYPE_CHECKING:
+    from mmsynth.factory.ray_executor import RayOptions
+
 
 @dataclass
 class RunResult:
@@ -34,13 +38,29 @@ class RunResult:
 
 
 def run_recipe(
-    recipe_path: str | Path, out: str | Path, fresh: bool = False, progress: bool = True
+    recipe_path: str | Path,
+    out: str | Path,
+    fresh: bool = False,
+    progress: bool = True,
+    ray: RayOptions | None = None,
 ) -> RunResult:
     """Run (or resume) `recipe_path` into `out`. Raises RecipeError/RunDirError before writing anything
     when the recipe or the folder is wrong, Interrupted on Ctrl-C (after draining), BackendFailure when
-    a model fails as a whole."""
+    a model fails as a whole. `ray`: serve the models from Ray actors (docs/ray.md); the output is the same."""
     recipe = load_recipe(recipe_path)
     plan = build_plan(recipe)
+    if ray is None:
+        return _run_plan(plan, out, fresh, progress, load_backends)
+    from mmsynth.factory.ray_executor import ray_executor
+
+    with ray_executor(plan, ray) as load:
+        return _run_plan(plan, out, fresh, progress, load)
+
+
+def _run_plan(
+    plan: Plan, out: str | Path, fresh: bool, progress: bool, load: Callable[[Plan], None]
+) -> RunResult:
+    recipe = plan.recipe
     run_dir = RunDir(Path(out).resolve())
     run_dir.open(plan.fingerprint(), plan.describe(), fresh=fresh)
     if run_dir.complete:
@@ -52,7 +72,7 @@ def run_recipe(
     cache_dir = Path(recipe.cache.path) if recipe.cache.path else run_dir.state / "cache"
     cache = ResponseCache(cache_dir / "responses.sqlite")
     try:
-        load_backends(plan)
+        load(plan)
         _replay_accepted(plan, run_dir, first)
         chunk_size = recipe.output.chunk_size
         seeds = iter_seeds(recipe.seeds, recipe.source_path.parent, start=first * chunk_size)
