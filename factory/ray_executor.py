@@ -105,9 +105,14 @@ def ray_executor(plan: Plan, options: RayOptions) -> Iterator[Callable[[Plan], N
             spec = plan.recipe.models[name]
             args = backend_args(spec)  # resolved once, in the driver: every actor gets the same arguments
             starting[name] = (args, [_new_actor(ray, name, spec, args, s) for _ in range(s.actors)])
-        for name, (args, handles) in starting.items():
-            spec = plan.recipe.models[name]
-            plan.backends[name] = RayBackend.connect(ray, name, spec, served[name], args, handles)
+        try:
+            for name, (args, handles) in starting.items():
+                spec = plan.recipe.models[name]
+                plan.backends[name] = RayBackend.connect(ray, name, spec, served[name], args, handles)
+        except BaseException:
+            # Connected models are closed by the runner; end the actors of the others here.
+            _kill(ray, [h for name, (_, hs) in starting.items() if name not in plan.backends for h in hs])
+            raise
         load_backends(plan, skip=frozenset(served))  # models with `actors: 0` run here, as locally
 
     try:

@@ -17,6 +17,7 @@ import pytest
 import ray
 
 from mmsynth.factory.errors import RecipeError
+from mmsynth.factory.plan import ModelLoadError
 from mmsynth.factory.ray_executor import RayExecutorError, RayOptions, import_ray
 from mmsynth.factory.recipe import RayModelSpec, RaySpec, load_recipe
 from mmsynth.factory.runner import run_recipe
@@ -167,7 +168,8 @@ def test_a_ray_run_killed_mid_way_resumes_locally(reference, cluster, tmp_path):
         stderr=subprocess.DEVNULL,
         env=env,
     )
-    marker = out / ".mmsynth" / "chunks" / "00001.json"
+    # Chunk 0 finished: the next chunks are in flight on the actors (answers arrive a batch at a time).
+    marker = out / ".mmsynth" / "chunks" / "00000.json"
     deadline = time.time() + 300
     while not marker.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
@@ -213,6 +215,13 @@ def test_recipe_checks_refuse_bad_ray_settings_at_their_line(reference, cluster,
     if not torch.cuda.is_available():
         with pytest.raises(RecipeError, match=r"validators\[3\]\.device: validators run in the Ray driver"):
             run_recipe(val, tmp_path / "e", progress=False, ray=RayOptions())
+    # A model the actor cannot load: a load error before any record, and no actor left behind.
+    broken = write_recipe(tmp_path / "h.yaml")
+    broken.write_text(broken.read_text().replace("device: cpu", "device: nonsense"))
+    with pytest.raises(ModelLoadError, match=r"model 'vlm'.*could not be loaded.*in a Ray actor"):
+        run_recipe(broken, tmp_path / "h", progress=False, ray=RayOptions(actors=2))
+    assert not list(tmp_path.glob("h/data/**/*.parquet"))
+    assert not [n for n in ray.util.list_named_actors() if n.startswith("mmsynth-")]
     # Kept: the same ray settings are fine, and they do not change the fingerprint (a run resumes
     # under any actor count).
     ok = write_recipe(tmp_path / "f.yaml", ray_section="ray:\n  models:\n    vlm: {actors: 2, num_cpus: 1}\n")
