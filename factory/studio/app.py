@@ -34,7 +34,9 @@ from mmsynth.factory.studio.preview import (
 from mmsynth.factory.studio.versions import SaveProposal, propose_version, save_version
 from mmsynth.prompts import ImagePart, ImageRef, PromptTemplate, TemplateError
 
-HERE = Path(__file__).parent
+# resolve(): a strict editable install serves this module from a tree of symlinks, and StaticFiles
+# refuses files that are links pointing outside its directory.
+HERE = Path(__file__).resolve().parent
 # The page templates are ours and trusted; autoescape keeps recipe and template text inert in HTML.
 PAGES = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]))
 
