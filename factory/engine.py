@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,9 +30,9 @@ from mmsynth.factory.records import Record
 from mmsynth.factory.run_dir import RunDir, write_json_atomic
 from mmsynth.factory.seeds.base import Seed
 from mmsynth.factory.shards import SPLITS, shard_path, write_shard
-from mmsynth.factory.stats import ChunkStats, reason_key
+from mmsynth.factory.stats import ChunkStats
 from mmsynth.generators.types import GenerationRequest
-from mmsynth.validators import ValidatorStats, remember_accepted, run_stack, tally
+from mmsynth.validators import remember_accepted, run_stack
 
 
 @dataclass
@@ -279,7 +279,7 @@ async def _finish_chunk(plan: Plan, run_dir: RunDir, work: ChunkWork, progress: 
     """Write the chunk's shards, then its marker; strictly in chunk order."""
     await work.runner
     records = work.records
-    _count(plan, work.stats, records)
+    work.stats.count(records, [v.name for v in plan.validators])
     for subset in plan.subsets:
         for split in SPLITS:
             rows = [r for r in records if r.task == subset and r.accepted == (split == "train")]
@@ -289,15 +289,3 @@ async def _finish_chunk(plan: Plan, run_dir: RunDir, work: ChunkWork, progress: 
     write_json_atomic(run_dir.chunk_marker(work.index), work.stats.to_dict())
     acc = sum(r.accepted for r in records)
     progress.bump(accepted=acc, rejected=len(records) - acc, chunks_done=1, failed=work.stats.requests_failed)
-
-
-def _count(plan: Plan, stats: ChunkStats, records: list[Record]) -> None:
-    acc, rej, reasons = Counter(), Counter(), Counter()
-    for r in records:
-        (acc if r.accepted else rej)[r.task] += 1
-        if not r.accepted:
-            reasons[reason_key(r.reject_reason or "unknown")] += 1
-    stats.accepted, stats.rejected, stats.reasons = dict(acc), dict(rej), dict(reasons)
-    verdict_lists = [r.verdicts for r in records if r.error is None]
-    per = tally(verdict_lists, {v.name: ValidatorStats(v.name) for v in plan.validators})
-    stats.validators = {name: vs.to_dict() for name, vs in per.items()}

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from mmsynth.validators import ValidatorStats
+from mmsynth.validators import ValidatorStats, tally
 
 
 def reason_key(reason: str) -> str:
@@ -33,6 +34,18 @@ class ChunkStats:
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+    def count(self, records: Sequence[Any], validator_names: Iterable[str]) -> None:
+        """Fill the per-task accepted/rejected counts, the reason counts and the per-validator stats from
+        finished records (anything with `task`, `accepted`, `reject_reason` and `verdicts`)."""
+        acc, rej, reasons = Counter(), Counter(), Counter()
+        for r in records:
+            (acc if r.accepted else rej)[r.task] += 1
+            if not r.accepted:
+                reasons[reason_key(r.reject_reason or "unknown")] += 1
+        self.accepted, self.rejected, self.reasons = dict(acc), dict(rej), dict(reasons)
+        per = tally((r.verdicts for r in records), {n: ValidatorStats(n) for n in validator_names})
+        self.validators = {name: vs.to_dict() for name, vs in per.items()}
 
 
 def merge_chunks(chunks: list[dict[str, Any]], wall_seconds: float) -> dict[str, Any]:

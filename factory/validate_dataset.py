@@ -15,7 +15,6 @@ import json
 import re
 import shutil
 import time
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,9 +29,9 @@ from mmsynth.factory.plan import build_plan
 from mmsynth.factory.recipe import load_recipe
 from mmsynth.factory.run_dir import write_json_atomic
 from mmsynth.factory.shards import FEATURES
-from mmsynth.factory.stats import ChunkStats, merge_chunks, reason_key
+from mmsynth.factory.stats import ChunkStats, merge_chunks
 from mmsynth.prompts.media import ImageRef
-from mmsynth.validators import Candidate, ValidatorStats, Verdict, remember_accepted, run_stack, tally
+from mmsynth.validators import Candidate, Verdict, remember_accepted, run_stack
 from mmsynth.validators.schema import parse_json_output
 
 VERDICT_COLUMNS = ("accepted", "reject_reason", "verdicts")
@@ -453,12 +452,5 @@ def _validate_batch(validators: list, batch: list[_Row]) -> ChunkStats:
         r.verdicts = list(verdicts)
     remember_accepted(validators, candidates, verdict_lists)
     stats = ChunkStats(seeds=len(batch))
-    acc, rej, reasons = Counter(), Counter(), Counter()
-    for r in batch:
-        (acc if r.accepted else rej)[r.task] += 1
-        if not r.accepted:
-            reasons[reason_key(r.reject_reason or "unknown")] += 1
-    stats.accepted, stats.rejected, stats.reasons = dict(acc), dict(rej), dict(reasons)
-    per = tally(verdict_lists, {v.name: ValidatorStats(v.name) for v in validators})
-    stats.validators = {name: vs.to_dict() for name, vs in per.items()}
+    stats.count(batch, [v.name for v in validators])
     return stats
