@@ -11,8 +11,6 @@ from pathlib import Path
 from mmsynth.factory.cache import ResponseCache
 from mmsynth.generators.types import Backend, Generation, GenerationRequest
 
-Answer = tuple[Generation, float]  # the generation and the time it reached the cache
-
 
 class BackendFailure(RuntimeError):
     """The backend itself failed (model cannot load, server gone): the run stops, finished shards stay."""

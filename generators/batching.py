@@ -4,11 +4,9 @@ each group once, and answer in request order."""
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 from mmsynth.generators.types import Generation, GenerationRequest
-
-Job = TypeVar("Job")
 
 
 def answer_in_groups(
