@@ -61,7 +61,7 @@ def one_thread() -> None:
 
 def tiny_lm() -> Path:
     """The tiny random-weight Qwen2 of mmsynth's smoke tests, built once into bench/.cache/tiny-lm."""
-    from mmsynth.generators.tiny_models import make_tiny
+    from mmsynth.generators.tiny.builders import make_tiny
 
     return make_tiny("lm", CACHE_DIR / "tiny-lm")
 
@@ -184,7 +184,7 @@ def run_mmsynth(recipe: Path, out: Path, expect_requests: int | None = None) -> 
     """One in-process `mmsynth run` into a fresh folder; returns (wall s, process CPU s, stats.json).
 
     CPU time is the whole process's (all threads: the event loop and the backend's worker thread)."""
-    from mmsynth.factory.runner import run_recipe
+    from mmsynth.factory.engine.runner import run_recipe
 
     if out.exists():
         shutil.rmtree(out)

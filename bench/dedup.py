@@ -152,7 +152,7 @@ def score(all_ids: list[str], kept: set[str], truth: dict) -> dict:
 
 def mmsynth_side(args) -> None:
     """Runs in a fresh process (this script with --side mmsynth); writes its result JSON."""
-    from mmsynth.validators.minhash import MinHashDedupConfig, MinHashDedupValidator
+    from mmsynth.validators.dedup.minhash import MinHashDedupConfig, MinHashDedupValidator
     from mmsynth.validators.types import Candidate
 
     with open(args.data) as f:

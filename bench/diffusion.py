@@ -33,7 +33,7 @@ GUIDANCE = 5.0
 
 def tiny_sd() -> Path:
     """The tiny random-weight Stable Diffusion pipeline of mmsynth's tests, built once into bench/.cache."""
-    from mmsynth.generators.tiny_models import make_tiny
+    from mmsynth.generators.tiny.builders import make_tiny
 
     return make_tiny("sd", C.CACHE_DIR / "tiny-sd")
 

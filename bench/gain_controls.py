@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/gain_controls.py [--seeds 3] [--steps 800] [--model DIR] [--device cpu|cuda]
 
-Protocol (factory/gain_controls.py; docs/trainer.md): a tiny random Idefics3 student (or --model) is
+Protocol (trainer/controls.py; docs/trainer.md): a tiny random Idefics3 student (or --model) is
 fine-tuned on 8 labelled one-object rendered scenes (baseline), on those plus 120 scenes captioned with
 their exact descriptions (positive), and on those plus the same 120 captions shuffled across images
 (negative); every arm the same steps and seeds; 0-shot captioning of 48 held-out scenes, CIDEr-D,
@@ -35,8 +35,9 @@ def main() -> None:
     args = ap.parse_args()
     C.one_thread()
 
-    from mmsynth.factory.gain_controls import ControlConfig, run_controls
-    from mmsynth.generators.tiny_models import make_tiny
+    from mmsynth.generators.scenes.world import make_scene
+    from mmsynth.generators.tiny.builders import make_tiny
+    from mmsynth.trainer.controls import ControlConfig, run_controls
 
     model = args.model.resolve() if args.model else make_tiny("vlm", C.CACHE_DIR / "tiny-vlm")
     cfg = ControlConfig(seeds=args.seeds)
@@ -44,7 +45,9 @@ def main() -> None:
         cfg.train.steps = args.steps
     t0 = time.time()
     out = C.CACHE_DIR / "gain_controls"
-    r = run_controls(model, cfg, out_dir=out, log=lambda m: print(m, flush=True), device=args.device)
+    r = run_controls(
+        model, make_scene, cfg, out_dir=out, log=lambda m: print(m, flush=True), device=args.device
+    )
     for name in ("positive", "negative"):
         g = r[name]
         print(

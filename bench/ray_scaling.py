@@ -69,8 +69,8 @@ def run_once(work: Path, side: str, args) -> tuple[float, int, list]:
     """(wall s, records, sorted (id, output) rows) of one fresh run of the job on `side`."""
     import pyarrow.parquet as pq
 
-    from mmsynth.factory.ray_executor import RayOptions
-    from mmsynth.factory.runner import run_recipe
+    from mmsynth.factory.engine.runner import run_recipe
+    from mmsynth.factory.executors.ray import RayOptions
 
     actors = {"local": 1, "ray-1": 1, "ray-2": 2}[side]
     recipe = write_recipe(work / f"{side}.yaml", args.seeds, args.max_tokens, actors)

@@ -66,7 +66,7 @@ def _digest_file(path: Path, root: Path) -> dict[str, str]:
         tables = [r[0] for r in con.execute("select name from sqlite_master where type='table' order by 1")]
         dump = {}
         for t in tables:
-            cur = con.execute(f"select * from {t}")  # noqa: S608
+            cur = con.execute(f"select * from {t}")
             cols = [c[0] for c in cur.description]
             dump[t] = sorted(
                 json.dumps(_scrub(dict(zip(cols, r, strict=True)), str(root)), default=repr) for r in cur
@@ -94,7 +94,7 @@ def run_recipes(recipes: list[str], work: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in recipes:
         run_dir = work / Path(name).stem
-        cmd = [sys.executable, "-m", "mmsynth.factory.cli", "run", str(ROOT / "recipes" / name)]
+        cmd = [sys.executable, "-m", "mmsynth.factory.cli.main", "run", str(ROOT / "recipes" / name)]
         proc = subprocess.run([*cmd, "--out", str(run_dir), "-q"], env=env, capture_output=True, text=True)
         if proc.returncode != 0:
             raise SystemExit(f"{name}: mmsynth run failed ({proc.returncode}):\n{proc.stderr[-2000:]}")

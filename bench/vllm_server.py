@@ -85,7 +85,7 @@ def main() -> None:
     ap.add_argument("--dtype", default="float32")
     args = ap.parse_args()
 
-    from mmsynth.generators.vllm_launch import ServerPool
+    from mmsynth.generators.openai.launch import ServerPool
 
     model = model_dir(args)
     work = CACHE_DIR / "vllm_server"

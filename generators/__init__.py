@@ -20,19 +20,19 @@ from mmsynth.generators.types import (
 )
 
 if TYPE_CHECKING:
-    from mmsynth.generators.diffusers_backend import DiffusersBackend
-    from mmsynth.generators.openai_backend import OpenAIBackend
-    from mmsynth.generators.tiny_models import make_tiny
-    from mmsynth.generators.transformers_backend import TransformersBackend
-    from mmsynth.generators.vllm_launch import LaunchError, ServerPool
+    from mmsynth.generators.inprocess.diffusers_backend import DiffusersBackend
+    from mmsynth.generators.inprocess.transformers_backend import TransformersBackend
+    from mmsynth.generators.openai.backend import OpenAIBackend
+    from mmsynth.generators.openai.launch import LaunchError, ServerPool
+    from mmsynth.generators.tiny.builders import make_tiny
 
 _LAZY = {
-    "DiffusersBackend": "mmsynth.generators.diffusers_backend",
-    "OpenAIBackend": "mmsynth.generators.openai_backend",
-    "ServerPool": "mmsynth.generators.vllm_launch",
-    "LaunchError": "mmsynth.generators.vllm_launch",
-    "TransformersBackend": "mmsynth.generators.transformers_backend",
-    "make_tiny": "mmsynth.generators.tiny_models",
+    "DiffusersBackend": "mmsynth.generators.inprocess.diffusers_backend",
+    "OpenAIBackend": "mmsynth.generators.openai.backend",
+    "ServerPool": "mmsynth.generators.openai.launch",
+    "LaunchError": "mmsynth.generators.openai.launch",
+    "TransformersBackend": "mmsynth.generators.inprocess.transformers_backend",
+    "make_tiny": "mmsynth.generators.tiny.builders",
 }
 
 

@@ -14,7 +14,7 @@ def mmsynth_home() -> Path:
 def resolve_model_path(model: str) -> str:
     """`tiny:KIND` -> a random-weight model built once under MMSYNTH_HOME; anything else unchanged."""
     if model.startswith("tiny:"):
-        from mmsynth.generators.tiny_models import make_tiny
+        from mmsynth.generators.tiny.builders import make_tiny
 
         kind = model.split(":", 1)[1]
         return str(make_tiny(kind, mmsynth_home() / "tiny-models" / kind))

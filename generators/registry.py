@@ -12,10 +12,10 @@ from typing import Any
 from mmsynth.generators.types import Backend
 
 BACKENDS: dict[str, str] = {
-    "transformers": "mmsynth.generators.transformers_backend:TransformersBackend",
-    "vllm-server": "mmsynth.generators.openai_backend:OpenAIBackend",
-    "vllm-offline": "mmsynth.generators.vllm_offline:VLLMOfflineBackend",
-    "diffusers": "mmsynth.generators.diffusers_backend:DiffusersBackend",
+    "transformers": "mmsynth.generators.inprocess.transformers_backend:TransformersBackend",
+    "vllm-server": "mmsynth.generators.openai.backend:OpenAIBackend",
+    "vllm-offline": "mmsynth.generators.inprocess.vllm_offline:VLLMOfflineBackend",
+    "diffusers": "mmsynth.generators.inprocess.diffusers_backend:DiffusersBackend",
 }
 
 

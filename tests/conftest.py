@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from PIL import Image
+
+from mmsynth.prompts import ImageRef
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -34,7 +38,7 @@ def tiny_dir(tmp_path_factory) -> Path:
 
 
 def _tiny(kind: str, tiny_dir: Path) -> Path:
-    from mmsynth.generators.tiny_models import make_tiny
+    from mmsynth.generators.tiny.builders import make_tiny
 
     return make_tiny(kind, tiny_dir / kind)
 
@@ -99,3 +103,39 @@ def vllm_python() -> Path:
             pytest.fail(msg)
         pytest.skip(msg)
     return py
+
+
+# --- templates and small images (prompt tests, and the CLI tests that render templates) ---
+
+
+@pytest.fixture
+def write_template(tmp_path: Path) -> Callable[..., Path]:
+    """write(text, name="t.j2", folder=None) -> the file's path (folder is relative to tmp_path)."""
+
+    def write(text: str, name: str = "t.j2", folder: str | None = None) -> Path:
+        path = (tmp_path / folder if folder else tmp_path) / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(text.encode("utf-8"))
+        return path
+
+    return write
+
+
+@pytest.fixture
+def make_image() -> Callable[..., ImageRef]:
+    """make_image(colour="red", size=(8, 6)) -> a small PNG ImageRef."""
+
+    def make(colour: str = "red", size: tuple[int, int] = (8, 6)) -> ImageRef:
+        return ImageRef.from_pil(Image.new("RGB", size, colour), source=f"{colour}-{size[0]}x{size[1]}")
+
+    return make
+
+
+@pytest.fixture
+def red(make_image) -> ImageRef:
+    return make_image("red", (8, 6))
+
+
+@pytest.fixture
+def blue(make_image) -> ImageRef:
+    return make_image("blue", (5, 4))

@@ -48,7 +48,9 @@ def test_layer_imports_point_one_way(layer):
 
 def test_checker_sees_a_violation(tmp_path):
     f = tmp_path / "x.py"
-    f.write_text("import os\nfrom mmsynth.factory.records import Record\nimport mmsynth.validators.types\n")
+    f.write_text(
+        "import os\nfrom mmsynth.factory.dataset.records import Record\nimport mmsynth.validators.types\n"
+    )
     assert imported_layers(f) == {("factory", 2), ("validators", 3)}
 
 

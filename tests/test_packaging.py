@@ -44,7 +44,7 @@ def test_console_script_declared():
     import tomllib
 
     meta = tomllib.loads((REPO / "pyproject.toml").read_text())
-    assert meta["project"]["scripts"]["mmsynth"] == "mmsynth.factory.cli:main"
-    from mmsynth.factory.cli import main
+    assert meta["project"]["scripts"]["mmsynth"] == "mmsynth.factory.cli.main:main"
+    from mmsynth.factory.cli.main import main
 
     assert callable(main)

@@ -1,19 +1,17 @@
 """Validators: each keeps or rejects a candidate record and says why."""
 
 from mmsynth.validators.base import ConfiguredValidator, ValidatorConfig
-from mmsynth.validators.clip_alignment import ClipScoreConfig, ClipScoreValidator
-from mmsynth.validators.consistency import CaptionConsistencyConfig, CaptionConsistencyValidator
-from mmsynth.validators.dedup import ExactDedupConfig, ExactDedupValidator
-from mmsynth.validators.grounding import (
+from mmsynth.validators.dedup.exact import ExactDedupConfig, ExactDedupValidator
+from mmsynth.validators.dedup.images import ImageDedupConfig, ImageDedupValidator
+from mmsynth.validators.grounding.scene import (
     AnswerConsistencyValidator,
     QuestionDiversityValidator,
     SceneGroundingValidator,
 )
-from mmsynth.validators.heuristics import HeuristicsConfig, HeuristicsValidator
-from mmsynth.validators.image_checks import ImageChecksConfig, ImageChecksValidator
-from mmsynth.validators.image_dedup import ImageDedupConfig, ImageDedupValidator
-from mmsynth.validators.judge import LLMJudgeConfig, LLMJudgeValidator
-from mmsynth.validators.ocr_check import OcrTextConfig, OcrTextValidator
+from mmsynth.validators.image.checks import ImageChecksConfig, ImageChecksValidator
+from mmsynth.validators.image.clip import ClipScoreConfig, ClipScoreValidator
+from mmsynth.validators.image.ocr import OcrTextConfig, OcrTextValidator
+from mmsynth.validators.judge.llm import LLMJudgeConfig, LLMJudgeValidator
 from mmsynth.validators.registry import (
     VALIDATORS,
     build_validator,
@@ -22,10 +20,12 @@ from mmsynth.validators.registry import (
     parse_validator_config,
     validator_config_model,
 )
-from mmsynth.validators.schema import JsonSchemaConfig, JsonSchemaValidator, parse_json_output
 from mmsynth.validators.stack import applies, remember_accepted, run_stack
 from mmsynth.validators.stats import ValidatorStats, reason_key, tally
-from mmsynth.validators.structure import StructureValidator
+from mmsynth.validators.text.consistency import CaptionConsistencyConfig, CaptionConsistencyValidator
+from mmsynth.validators.text.heuristics import HeuristicsConfig, HeuristicsValidator
+from mmsynth.validators.text.schema import JsonSchemaConfig, JsonSchemaValidator, parse_json_output
+from mmsynth.validators.text.structure import StructureValidator
 from mmsynth.validators.types import Candidate, Validator, Verdict
 
 __all__ = [

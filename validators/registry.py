@@ -11,11 +11,12 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from mmsynth.validators.base import ValidatorConfig
-from mmsynth.validators.clip_alignment import ClipScoreConfig, ClipScoreValidator
-from mmsynth.validators.consistency import CaptionConsistencyConfig, CaptionConsistencyValidator
-from mmsynth.validators.decontam import DecontaminationConfig, DecontaminationValidator
-from mmsynth.validators.dedup import ExactDedupConfig, ExactDedupValidator
-from mmsynth.validators.grounding import (
+from mmsynth.validators.dedup.decontam import DecontaminationConfig, DecontaminationValidator
+from mmsynth.validators.dedup.exact import ExactDedupConfig, ExactDedupValidator
+from mmsynth.validators.dedup.images import ImageDedupConfig, ImageDedupValidator
+from mmsynth.validators.dedup.minhash import MinHashDedupConfig, MinHashDedupValidator
+from mmsynth.validators.dedup.semantic import SemanticDedupConfig, SemanticDedupValidator
+from mmsynth.validators.grounding.scene import (
     AnswerConsistencyConfig,
     AnswerConsistencyValidator,
     QuestionDiversityConfig,
@@ -23,15 +24,14 @@ from mmsynth.validators.grounding import (
     SceneGroundingConfig,
     SceneGroundingValidator,
 )
-from mmsynth.validators.heuristics import HeuristicsConfig, HeuristicsValidator
-from mmsynth.validators.image_checks import ImageChecksConfig, ImageChecksValidator
-from mmsynth.validators.image_dedup import ImageDedupConfig, ImageDedupValidator
-from mmsynth.validators.judge import LLMJudgeConfig, LLMJudgeValidator
-from mmsynth.validators.minhash import MinHashDedupConfig, MinHashDedupValidator
-from mmsynth.validators.ocr_check import OcrTextConfig, OcrTextValidator
-from mmsynth.validators.schema import JsonSchemaConfig, JsonSchemaValidator
-from mmsynth.validators.semantic_dedup import SemanticDedupConfig, SemanticDedupValidator
-from mmsynth.validators.structure import StructureConfig, StructureValidator
+from mmsynth.validators.image.checks import ImageChecksConfig, ImageChecksValidator
+from mmsynth.validators.image.clip import ClipScoreConfig, ClipScoreValidator
+from mmsynth.validators.image.ocr import OcrTextConfig, OcrTextValidator
+from mmsynth.validators.judge.llm import LLMJudgeConfig, LLMJudgeValidator
+from mmsynth.validators.text.consistency import CaptionConsistencyConfig, CaptionConsistencyValidator
+from mmsynth.validators.text.heuristics import HeuristicsConfig, HeuristicsValidator
+from mmsynth.validators.text.schema import JsonSchemaConfig, JsonSchemaValidator
+from mmsynth.validators.text.structure import StructureConfig, StructureValidator
 from mmsynth.validators.types import Validator
 
 ValidatorFactory = Callable[[Any], Validator]

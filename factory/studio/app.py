@@ -20,7 +20,7 @@ from markupsafe import escape
 from pydantic import BaseModel, Field
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from mmsynth.factory.records import Record
+from mmsynth.factory.dataset.records import Record
 from mmsynth.factory.seeds import Seed
 from mmsynth.factory.studio.preview import (
     MAX_SAMPLES,

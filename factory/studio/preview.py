@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from mmsynth.factory.assemble import assemble_records
-from mmsynth.factory.plan import Plan, TaskPlan, build_plan, build_request, load_backends
-from mmsynth.factory.recipe import Recipe, TaskSpec, load_recipe
-from mmsynth.factory.records import Record
+from mmsynth.factory.dataset.records import Record
+from mmsynth.factory.engine.answers import assemble_records
+from mmsynth.factory.engine.plan import Plan, TaskPlan, build_plan, build_request, load_backends
+from mmsynth.factory.engine.stats import ChunkStats
+from mmsynth.factory.recipe.schema import Recipe, TaskSpec, load_recipe
 from mmsynth.factory.seeds import Seed, iter_seeds, seed_fields
-from mmsynth.factory.stats import ChunkStats
 from mmsynth.generators.types import Backend, Generation, GenerationRequest
 from mmsynth.prompts import (
     LintIssue,

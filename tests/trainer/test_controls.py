@@ -1,6 +1,6 @@
 """The gain measurement's controls on the CPU: correct synthetic captions help, shuffled ones do not.
 
-Protocol in factory/gain_controls.py and docs/trainer.md: a tiny random Idefics3, 8 labelled rendered
+Protocol in trainer/controls.py and docs/trainer.md: a tiny random Idefics3, 8 labelled rendered
 scenes (baseline) +/- 120 synthetic scenes captioned exactly (positive) or with the captions shuffled
 across images (negative), 3 seeds per arm, 0-shot CIDEr-D on 48 held-out scenes.
 """
@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from mmsynth.factory.gain_controls import run_controls, shuffled
+from mmsynth.generators.scenes.world import make_scene
+from mmsynth.trainer.controls import run_controls, shuffled
 from mmsynth.trainer.data import caption_example
 
 
@@ -23,7 +24,7 @@ def test_shuffle_moves_every_caption():
 
 @pytest.mark.slow
 def test_correct_captions_gain_and_shuffled_captions_do_not(tiny_vlm, tmp_path):
-    r = run_controls(tiny_vlm, out_dir=tmp_path / "gain", log=lambda m: None, device="cpu")
+    r = run_controls(tiny_vlm, make_scene, out_dir=tmp_path / "gain", log=lambda m: None, device="cpu")
     pos, neg = r["positive"], r["negative"]
     assert pos["n_seeds"] == 3 and pos["n_examples"] == 48
     assert pos["lo"] > 0, f"positive control: gain {pos['gain']:.3f} [{pos['lo']:.3f}, {pos['hi']:.3f}]"

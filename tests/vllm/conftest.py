@@ -8,8 +8,8 @@ import time
 
 import pytest
 
+from mmsynth.generators.openai.launch import ServerPool, tagged_pids
 from mmsynth.generators.types import GenerationRequest, SamplingParams, request_key
-from mmsynth.generators.vllm_launch import ServerPool, tagged_pids
 from mmsynth.prompts.media import ImageRef
 from mmsynth.prompts.messages import ImagePart, Message, RenderedPrompt, TextPart
 

@@ -18,8 +18,13 @@ from types import SimpleNamespace
 import pytest
 
 from mmsynth.generators import GenerationRequest, SamplingParams, build_backend
+from mmsynth.generators.inprocess.vllm_offline import (
+    VLLM_MISSING,
+    VLLMUnavailableError,
+    to_conversation,
+    to_generation,
+)
 from mmsynth.generators.registry import backend_class
-from mmsynth.generators.vllm_offline import VLLM_MISSING, VLLMUnavailableError, to_conversation, to_generation
 from mmsynth.prompts.media import ImageRef
 from mmsynth.prompts.messages import ImagePart, Message, RenderedPrompt, TextPart
 
@@ -50,7 +55,7 @@ def test_without_vllm_the_backend_builds_and_loading_says_what_to_install(monkey
 
 def test_importing_the_module_imports_no_vllm_and_no_torch():
     code = (
-        "import sys, mmsynth.generators.vllm_offline as m; "
+        "import sys, mmsynth.generators.inprocess.vllm_offline as m; "
         "heavy = [x for x in ('vllm', 'torch', 'transformers') if x in sys.modules]; "
         "assert not heavy, heavy; print(m.VLLMOfflineBackend.name)"
     )
@@ -122,7 +127,7 @@ DRIVER = textwrap.dedent(
     import asyncio, json, sys, time
 
     from mmsynth.generators.types import GenerationRequest, SamplingParams, request_key
-    from mmsynth.generators.vllm_offline import VLLMOfflineBackend
+    from mmsynth.generators.inprocess.vllm_offline import VLLMOfflineBackend
     from mmsynth.prompts.media import ImageRef
     from mmsynth.prompts.messages import ImagePart, Message, RenderedPrompt, TextPart
 

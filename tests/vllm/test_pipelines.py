@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from mmsynth.factory.cli import main
+from mmsynth.factory.cli.main import main
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 

@@ -17,11 +17,11 @@ import time
 import httpx
 import pytest
 
-from mmsynth.generators.openai_backend import OpenAIBackend
+from mmsynth.generators.openai.backend import OpenAIBackend
+from mmsynth.generators.openai.launch import tagged_pids
 from mmsynth.generators.types import GenerationRequest, SamplingParams, request_key
-from mmsynth.generators.vllm_launch import tagged_pids
 from mmsynth.prompts.messages import Message, RenderedPrompt, TextPart
-from mmsynth.validators.schema import parse_json_output
+from mmsynth.validators.text.schema import parse_json_output
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
@@ -189,7 +189,7 @@ def write_recipe(path, model, url):
 def test_factory_run_through_the_server(vlm_pool, tiny_vlm, tmp_path):
     import datasets
 
-    from mmsynth.factory.cli import main
+    from mmsynth.factory.cli.main import main
 
     recipe = write_recipe(tmp_path / "recipe.yaml", tiny_vlm, vlm_pool.urls[0])
     out = tmp_path / "run"

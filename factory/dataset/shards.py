@@ -1,0 +1,103 @@
+"""Parquet shards that `datasets.load_dataset(RUN_DIR)` reads directly, written atomically."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import datasets
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from mmsynth.factory.dataset.records import Record
+
+FEATURES = datasets.Features(
+    {
+        "id": datasets.Value("string"),
+        "task": datasets.Value("string"),
+        "image": datasets.Image(),
+        "image_sha256": datasets.List(datasets.Value("string")),
+        "system": datasets.Value("string"),
+        "prompt": datasets.Value("string"),
+        "output": datasets.Value("string"),
+        "parsed": datasets.Value("string"),
+        "accepted": datasets.Value("bool"),
+        "reject_reason": datasets.Value("string"),
+        "verdicts": datasets.List(
+            {
+                "validator": datasets.Value("string"),
+                "keep": datasets.Value("bool"),
+                "reason": datasets.Value("string"),
+                "score": datasets.Value("float64"),
+            }
+        ),
+        "seed_id": datasets.Value("string"),
+        "seed_index": datasets.Value("int64"),
+        "seed": datasets.Value("string"),
+        "template_id": datasets.Value("string"),
+        "template_version": datasets.Value("int32"),
+        "template_hash": datasets.Value("string"),
+        "model": datasets.Value("string"),
+        "model_revision": datasets.Value("string"),
+        "backend": datasets.Value("string"),
+        "sampling": datasets.Value("string"),
+        "sample_seed": datasets.Value("int64"),
+        "sample_index": datasets.Value("int32"),
+        "finish_reason": datasets.Value("string"),
+        "prompt_tokens": datasets.Value("int64"),
+        "completion_tokens": datasets.Value("int64"),
+        "request_key": datasets.Value("string"),
+        "created_at": datasets.Value("string"),
+        "parent_id": datasets.Value("string"),
+        "generation": datasets.Value("string"),
+        # Interleaved documents (OBELICS layout): texts[i] and images[i], exactly one of them set. Empty
+        # lists for every other task, whose single image is in `image`.
+        "texts": datasets.List(datasets.Value("string")),
+        "images": datasets.List(datasets.Image()),
+    }
+)
+# The schema carries the `datasets` features in its metadata, so Image columns load as images.
+SCHEMA: pa.Schema = FEATURES.arrow_schema
+
+SPLITS = ("train", "rejected")
+
+# Columns needed to replay accepted records into stateful validators on resume (no image bytes).
+REPLAY_COLUMNS = [
+    "id",
+    "task",
+    "seed_index",
+    "sample_index",
+    "output",
+    "parsed",
+    "finish_reason",
+    "prompt",
+    "image_sha256",
+    "image",  # the first image's bytes: image_dedup needs pixels, not only hashes, to rebuild its state
+    "seed",
+]
+
+
+def shard_path(run_dir: Path, task: str, split: str, chunk: int) -> Path:
+    return run_dir / "data" / task / f"{split}-{chunk:05d}.parquet"
+
+
+def write_shard(path: Path, records: Sequence[Record]) -> int:
+    """Write records to `path` atomically (temp file, fsync, rename); returns bytes written.
+
+    Never called with no records: `datasets` cannot read a zero-row Parquet file.
+    """
+    assert records, "empty shards are not written"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = pa.Table.from_pylist([r.to_row() for r in records], schema=SCHEMA)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        pq.write_table(table, f, compression="zstd")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path.stat().st_size
+
+
+def read_replay_rows(path: Path) -> list[dict]:
+    return pq.read_table(path, columns=REPLAY_COLUMNS).to_pylist()

@@ -1,0 +1,172 @@
+"""Runs a recipe into a run folder: claim the folder, load models, run the chunk loop, finish."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mmsynth.factory.dataset.card import write_card
+from mmsynth.factory.dataset.records import candidate_from_row
+from mmsynth.factory.dataset.run_dir import RunDir, write_json_atomic
+from mmsynth.factory.dataset.shards import read_replay_rows, shard_path
+from mmsynth.factory.engine.cache import ResponseCache
+from mmsynth.factory.engine.chunks import Interrupted, Progress, run_engine
+from mmsynth.factory.engine.plan import Plan, build_plan, load_backends
+from mmsynth.factory.engine.progress import show_progress
+from mmsynth.factory.engine.stats import merge_chunks
+from mmsynth.factory.recipe.schema import load_recipe
+from mmsynth.factory.seeds import count_seeds, iter_seeds
+from mmsynth.validators import remember_accepted
+
+if TYPE_CHECKING:
+    from mmsynth.factory.executors.ray import RayOptions
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    stats: dict[str, Any]
+    already_complete: bool = False
+
+
+def run_recipe(
+    recipe_path: str | Path,
+    out: str | Path,
+    fresh: bool = False,
+    progress: bool = True,
+    ray: RayOptions | None = None,
+) -> RunResult:
+    """Run (or resume) `recipe_path` into `out`. Raises RecipeError/RunDirError before writing anything
+    when the recipe or the folder is wrong, Interrupted on Ctrl-C (after draining), BackendFailure when
+    a model fails as a whole. `ray`: serve the models from Ray actors (docs/ray.md); the output is the same."""
+    recipe = load_recipe(recipe_path)
+    plan = build_plan(recipe)
+    if ray is None:
+        return _run_plan(plan, out, fresh, progress, load_backends)
+    from mmsynth.factory.executors.ray import ray_executor
+
+    with ray_executor(plan, ray) as load:
+        return _run_plan(plan, out, fresh, progress, load)
+
+
+def _run_plan(
+    plan: Plan, out: str | Path, fresh: bool, progress: bool, load: Callable[[Plan], None]
+) -> RunResult:
+    recipe = plan.recipe
+    run_dir = RunDir(Path(out).resolve())
+    run_dir.open(plan.fingerprint(), plan.describe(), fresh=fresh)
+    if run_dir.complete:
+        return RunResult(run_dir.path, merge_chunks(_chunk_infos(run_dir), 0.0), already_complete=True)
+
+    started = time.monotonic()
+    first = run_dir.finished_chunks()
+    run_dir.discard_unfinished(first)
+    cache_dir = Path(recipe.cache.path) if recipe.cache.path else run_dir.state / "cache"
+    cache = ResponseCache(cache_dir / "responses.sqlite")
+    try:
+        load(plan)
+        _replay_accepted(plan, run_dir, first)
+        chunk_size = recipe.output.chunk_size
+        seeds = iter_seeds(recipe.seeds, recipe.source_path.parent, start=first * chunk_size)
+        total = count_seeds(recipe.seeds, recipe.source_path.parent)
+        counter = Progress()
+        with show_progress(
+            counter,
+            None if total is None else max(total - first * chunk_size, 0),
+            len(plan.tasks),
+            outputs_per_seed=sum(t.n for t in plan.tasks),
+            enabled=progress,
+        ):
+            asyncio.run(_run_async(plan, run_dir, cache, seeds, first, counter))
+    finally:
+        cache.close()
+        for b in plan.backends.values():
+            b.close()
+        for v in plan.validators:
+            close = getattr(v, "close", None)
+            if close is not None:
+                close()  # validators with models (llm_judge, clip_score) free them here
+    stats = merge_chunks(_chunk_infos(run_dir), time.monotonic() - started)
+    _finish(plan, run_dir, stats)
+    return RunResult(run_dir.path, stats)
+
+
+async def _run_async(plan: Plan, run_dir: RunDir, cache, seeds, first: int, counter: Progress) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if stop.is_set():  # second Ctrl-C: quit now; finished chunks and cached answers are safe on disk
+            raise KeyboardInterrupt
+        stop.set()
+        print(
+            "\n[mmsynth] stopping: finishing the requests in flight (Ctrl-C again to quit at once)",
+            file=sys.stderr,
+        )
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread, or Windows
+            loop.add_signal_handler(sig, on_signal)
+    try:
+        await run_engine(plan, run_dir, cache, seeds, first, counter, stop)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
+
+
+def _chunk_infos(run_dir: RunDir) -> list[dict[str, Any]]:
+    return [run_dir.chunk_info(k) for k in range(run_dir.finished_chunks())]
+
+
+def _replay_accepted(plan: Plan, run_dir: RunDir, finished: int) -> None:
+    """Give stateful validators (dedup) the accepted records of finished chunks, in stream order,
+    so their state equals that of an uninterrupted run."""
+    stateful = [v for v in plan.validators if getattr(v, "stateful", False)]
+    if not stateful:
+        return
+    order = {name: i for i, name in enumerate(plan.subsets)}
+    for k in range(finished):
+        rows = []
+        for subset in plan.subsets:
+            path = shard_path(run_dir.path, subset, "train", k)
+            if path.exists():
+                rows.extend(read_replay_rows(path))
+        # Live runs remember in (seed, task, sample) order; shards are per task, so restore that order.
+        rows.sort(key=lambda r: (r["seed_index"], order[r["task"]], r["sample_index"]))
+        remember_accepted(stateful, [candidate_from_row(r) for r in rows])
+
+
+def _finish(plan: Plan, run_dir: RunDir, stats: dict[str, Any]) -> None:
+    recipe = plan.recipe
+    write_json_atomic(run_dir.path / "stats.json", stats)
+    shutil.copyfile(recipe.source_path, run_dir.path / "recipe.yaml")
+    tdir = run_dir.path / "templates"
+    tdir.mkdir(exist_ok=True)
+    for t in plan.templates:
+        shutil.copyfile(t.path, tdir / f"{t.ref}.j2")
+    lineage = {
+        "recipe": recipe.name,
+        "fingerprint": plan.fingerprint(),
+        "templates": {t.ref: t.hash for t in plan.templates},
+        "models": {
+            name: {"model": b.model, "revision": b.revision, "backend": b.name}
+            for name, b in plan.backends.items()
+        },
+    }
+    write_card(run_dir.path, recipe.name, plan.subsets, stats, lineage)
+    # Written last: its existence means the run completed.
+    write_json_atomic(
+        run_dir.manifest, {"complete": True, "records": stats["records"], "lineage": lineage, "format": 1}
+    )
+
+
+__all__ = ["Interrupted", "RunResult", "run_recipe"]
