@@ -8,7 +8,6 @@ tree the loader kept on the Recipe, so every config problem reads the same way.
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -16,6 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from mmsynth.prompts.errors import MmsynthError
+from mmsynth.prompts.names import did_you_mean
 
 Loc = tuple[Any, ...]
 
@@ -39,10 +41,10 @@ class Problem:
         return text
 
 
-class RecipeError(Exception):
+class RecipeError(MmsynthError):
     """A recipe that cannot run. The message lists its problems, one per line, each with file:line:col.
 
-    The CLI prints the message and exits with `exit_code`.
+    The CLI prints the message and exits with `exit_code` (2).
     """
 
     exit_code = 2
@@ -168,18 +170,12 @@ def format_loc(loc: Loc) -> str:
     return out
 
 
-def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
-    """`Did you mean 'x'?` for the closest of `choices`, or None when nothing is close."""
-    match = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
-    return f"Did you mean '{match[0]}'?" if match else None
-
-
 def choice_hint(word: str, choices: Iterable[str], what: str = "allowed keys") -> str | None:
     """Did-you-mean when a choice is close, else the list of choices (None when there are none)."""
     choices = sorted(str(c) for c in choices)
     if not choices:
         return None
-    return did_you_mean(word, choices) or f"{what.capitalize()}: {', '.join(choices)}."
+    return did_you_mean(word, choices).lstrip() or f"{what.capitalize()}: {', '.join(choices)}."
 
 
 def display_path(path: str | Path) -> str:

@@ -1,6 +1,21 @@
-"""Errors for templates: each names the file and line, the problem, and what to do about it."""
+"""The error base of mmsynth, and errors for templates (each names the file and line, the problem, and
+what to do about it).
+
+`MmsynthError` lives here, in the lowest layer, so errors raised in prompts, generators, validators and
+the factory can all derive from it without an upward import.
+"""
 
 from __future__ import annotations
+
+
+class MmsynthError(Exception):
+    """A problem the user can fix: the CLI prints its message (no traceback) and exits with `exit_code`.
+
+    Exit codes: 2 for wrong input (recipe, template, folder, arguments), 1 for a failure while doing
+    the work (a model that cannot load, a backend that fails, the Hub refusing an upload).
+    """
+
+    exit_code: int = 1
 
 
 def format_problem(problem: str, hint: str = "", path: str | None = None, line: int | None = None) -> str:
@@ -12,8 +27,10 @@ def format_problem(problem: str, hint: str = "", path: str | None = None, line: 
     return f"{text} {hint}" if hint else text
 
 
-class TemplateError(ValueError):
+class TemplateError(MmsynthError, ValueError):
     """A template (or a reference to one) is wrong; the message says where and how to fix it."""
+
+    exit_code = 2
 
     def __init__(self, problem: str, hint: str = "", *, path: str | None = None, line: int | None = None):
         self.problem = problem

@@ -29,7 +29,7 @@ from mmsynth.factory.dataset.run_dir import write_json_atomic
 from mmsynth.factory.dataset.shards import FEATURES
 from mmsynth.factory.engine.plan import build_plan
 from mmsynth.factory.engine.stats import ChunkStats, merge_chunks
-from mmsynth.factory.recipe.schema import load_recipe
+from mmsynth.factory.recipe import load_recipe
 from mmsynth.prompts.media import ImageRef
 from mmsynth.validators import Candidate, Verdict, remember_accepted, run_stack
 from mmsynth.validators.text.schema import parse_json_output

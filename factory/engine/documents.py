@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from mmsynth.factory.dataset.records import Record
-from mmsynth.factory.recipe.schema import DocumentSpec
+from mmsynth.factory.recipe import DocumentSpec
 from mmsynth.prompts.media import ImageRef
 from mmsynth.prompts.messages import stable_hash
 

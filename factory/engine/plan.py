@@ -1,23 +1,29 @@
 """From a loaded recipe to a runnable plan: templates resolved, backends built, validators built.
 
-Every check that can fail is done here, before any output is written or any model is loaded.
+Every check that can fail is done here, before any output is written or any model is loaded, and
+all of them run: one RecipeError lists every problem (see `build_plan`).
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mmsynth.factory.errors import RecipeError
-from mmsynth.factory.recipe.schema import ModelSpec, Recipe
+from pydantic import BaseModel, ValidationError
+
+from mmsynth.factory.errors import Problem, RecipeError, choice_hint, problem_at
+from mmsynth.factory.recipe import ModelSpec, Recipe, check_references, problem_from_pydantic
+from mmsynth.factory.recipe.checks import bad_sources
 from mmsynth.factory.seeds import seed_fields
 from mmsynth.generators.model_paths import resolve_model_path
 from mmsynth.generators.registry import backend_class, build_backend, known_backends
 from mmsynth.generators.types import Backend, GenerationRequest, SamplingParams, request_key
 from mmsynth.prompts import PromptTemplate, TemplateError, TemplateRegistry, render_template
 from mmsynth.prompts.messages import RenderedPrompt
+from mmsynth.prompts.names import did_you_mean
 from mmsynth.validators import build_validators, validator_config_model
 from mmsynth.validators.types import Validator
 
@@ -67,49 +73,85 @@ class Plan:
         return hashlib.sha256(repr(sorted(self.describe().items())).encode()).hexdigest()
 
 
-def build_plan(recipe: Recipe) -> Plan:
-    """Resolve and cross-check everything the recipe names; raises RecipeError pointing at the line."""
-    src = recipe.source_path
-    err = lambda loc, msg, hint=None: RecipeError.at(src, recipe.source_nodes, loc, msg, hint)  # noqa: E731
+Check = Callable[[Recipe], list[Problem]]
+"""An extra check of a loaded recipe (the Ray executor's), run by build_plan with its own."""
 
+
+def build_plan(recipe: Recipe, checks: Sequence[Check] = ()) -> Plan:
+    """Resolve and cross-check everything the recipe names; one RecipeError lists every problem found.
+
+    The recipe's own checks (`check_references`) run first, then templates, backends and validator
+    settings, then `checks`; each problem points at its line, and nothing is built until all pass.
+    """
+    base = recipe.base_dir
+    problems = check_references(recipe)
+    broken = bad_sources(recipe)  # tasks whose `from` is wrong: their fields cannot be known
+
+    def at(loc: tuple, message: str, hint: str | None = None, *, key: bool = False) -> Problem:
+        return problem_at(recipe.shown_path, recipe.source_nodes, loc, message, hint, key=key)
+
+    registry: TemplateRegistry | None
     try:
         registry = TemplateRegistry([Path(p) for p in recipe.templates])
     except TemplateError as e:
-        raise err(("templates",), str(e)) from None
+        registry = None
+        problems.append(at(("templates",), str(e)))
 
-    fields = seed_fields(recipe.seeds, src.parent)
+    fields = seed_fields(recipe.seeds, base)
 
     for name, spec in recipe.models.items():
         if spec.backend not in known_backends():
-            raise err(
-                ("models", name, "backend"),
-                f"unknown backend '{spec.backend}'",
-                _did_you_mean(spec.backend, known_backends()),
+            problems.append(
+                at(
+                    ("models", name, "backend"),
+                    f"unknown backend '{spec.backend}'",
+                    choice_hint(spec.backend, known_backends(), "known backends"),
+                )
             )
+            continue
         options_model = getattr(backend_class(spec.backend), "Options", None)
         if options_model is not None:
-            _check_against(options_model, spec.options, ("models", name, "options"), err)
+            problems += _check_against(recipe, options_model, spec.options, ("models", name, "options"))
         elif spec.options:
-            raise err(
-                ("models", name, "options"),
-                f"backend '{spec.backend}' takes no options",
-                "remove `options:` (docs/models.md lists each backend's settings)",
+            problems.append(
+                at(
+                    ("models", name, "options"),
+                    f"backend '{spec.backend}' takes no options",
+                    "remove `options:` (docs/models.md lists each backend's settings)",
+                )
             )
 
     tasks_cfg = []
     templates: dict[str, PromptTemplate] = {}
     templates_by_task: dict[str, PromptTemplate] = {}
     for i, t in enumerate(recipe.tasks):
+        if registry is None:
+            break
         try:
             tpl = registry.get(t.template)
         except TemplateError as e:
-            raise err(("tasks", i, "template"), str(e)) from None
+            problems.append(at(("tasks", i, "template"), str(e)))
+            continue
         templates[tpl.ref] = tpl
         inputs = {var: t.inputs.get(var, var) for var in sorted(tpl.variables() | set(tpl.inputs))}
-        task_fields = fields if t.from_ is None else _derived_fields(t, templates_by_task, fields)
-        templates_by_task[t.name] = tpl
+        task_fields = None
+        if t.from_ is None:
+            task_fields = fields
+        elif t.name not in broken and t.from_ in templates_by_task:
+            task_fields = _derived_fields(t, templates_by_task, fields)
+        templates_by_task.setdefault(t.name, tpl)
+        tasks_cfg.append((t, tpl, inputs))
+        for var in t.inputs:
+            if var not in tpl.inputs and var not in tpl.variables():
+                problems.append(
+                    at(
+                        ("tasks", i, "inputs", var),
+                        f"template {tpl.ref} has no input '{var}'",
+                        f"its inputs are: {', '.join(sorted(tpl.inputs))}",
+                        key=True,
+                    )
+                )
         if task_fields is None:  # the source's output has no schema: its fields are known only at run time
-            tasks_cfg.append((t, tpl, inputs))
             continue
         for var, src_field in sorted(inputs.items()):
             spec = tpl.inputs.get(var)
@@ -122,32 +164,32 @@ def build_plan(recipe: Recipe) -> Plan:
                 what = (
                     f"the {recipe.seeds.type} seeds provide" if t.from_ is None else f"task '{t.from_}' gives"
                 )
-                raise err(
-                    loc,
-                    f"template {tpl.ref} needs variable '{var}', but {what} no field '{src_field}'",
-                    f"fields are: {', '.join(sorted(task_fields))}. Map it with `inputs: {{{var}: <field>}}`"
-                    + (_did_you_mean(src_field, task_fields, prefix="; did you mean") or ""),
+                problems.append(
+                    at(
+                        loc,
+                        f"template {tpl.ref} needs variable '{var}', but {what} no field '{src_field}'",
+                        f"fields are: {', '.join(sorted(task_fields))}. Map it with `inputs: {{{var}: <field>}}`."
+                        + did_you_mean(src_field, task_fields),
+                    )
                 )
-        for var in t.inputs:
-            if var not in tpl.inputs and var not in tpl.variables():
-                raise err(
-                    ("tasks", i, "inputs", var),
-                    f"template {tpl.ref} has no input '{var}'",
-                    f"its inputs are: {', '.join(sorted(tpl.inputs))}",
-                )
-        tasks_cfg.append((t, tpl, inputs))
 
     for i, vspec in enumerate(recipe.validators):
         try:
             model = validator_config_model(vspec.get("type"))
         except ValueError as e:
-            raise err(("validators", i, "type"), str(e)) from None
-        _check_against(model, vspec, ("validators", i), err)
+            problems.append(at(("validators", i, "type"), str(e)))
+            continue
+        problems += _check_against(recipe, model, vspec, ("validators", i))
+
+    for check in checks:
+        problems += check(recipe)
+    if problems:
+        raise RecipeError(problems)
 
     try:
-        validators = build_validators([_resolve_paths(v, src.parent) for v in recipe.validators])
+        validators = build_validators([_resolve_paths(v, base) for v in recipe.validators])
     except ValueError as e:
-        raise err(("validators",), str(e)) from None
+        raise recipe.error_at(("validators",), str(e)) from None
 
     tasks: list[TaskPlan] = []
     levels: dict[str, int] = {}
@@ -301,22 +343,20 @@ def _resolve_paths(value: Any, base: Path) -> Any:
     return value
 
 
-def _check_against(model, data: dict, prefix: tuple, err) -> None:
-    """Validate `data` against a pydantic model; the first problem becomes a RecipeError at its line."""
-    from pydantic import ValidationError
-
+def _check_against(recipe: Recipe, model: type[BaseModel], data: dict, prefix: tuple) -> list[Problem]:
+    """Every problem of `data` against a pydantic model, each at its line under `prefix`."""
     try:
         model.model_validate(data)
     except ValidationError as e:
-        first = e.errors()[0]
-        hint = None
-        if first["type"] == "extra_forbidden":
-            hint = _did_you_mean(str(first["loc"][-1]), model.model_fields)
-        raise err((*prefix, *first["loc"]), first["msg"], hint) from None
-
-
-def _did_you_mean(word: str, options, prefix: str = "did you mean") -> str | None:
-    import difflib
-
-    m = difflib.get_close_matches(word, list(options), n=1)
-    return f"{prefix} '{m[0]}'?" if m else None
+        return [
+            problem_from_pydantic(
+                err,
+                recipe.shown_path,
+                recipe.source_nodes,
+                model=model,
+                prefix=prefix,
+                base_dir=recipe.base_dir,
+            )
+            for err in e.errors(include_url=False)
+        ]
+    return []

@@ -22,7 +22,7 @@ from mmsynth.factory.engine.chunks import Interrupted, Progress, run_engine
 from mmsynth.factory.engine.plan import Plan, build_plan, load_backends
 from mmsynth.factory.engine.progress import show_progress
 from mmsynth.factory.engine.stats import merge_chunks
-from mmsynth.factory.recipe.schema import load_recipe
+from mmsynth.factory.recipe import load_recipe
 from mmsynth.factory.seeds import count_seeds, iter_seeds
 from mmsynth.validators import remember_accepted
 

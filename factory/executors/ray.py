@@ -31,7 +31,7 @@ from mmsynth.factory.engine.plan import (
     load_backends,
     used_models,
 )
-from mmsynth.factory.recipe.schema import ModelSpec, RayModelSpec
+from mmsynth.factory.recipe import ModelSpec, RayModelSpec
 from mmsynth.generators.model_paths import resolve_model_path
 from mmsynth.generators.types import Generation, GenerationRequest
 

@@ -1,10 +1,8 @@
-"""Recipes: the YAML file that says what a run makes, loaded into typed config objects.
+"""The recipe's typed config: the pydantic models a recipe file is validated into.
 
-`load_recipe(path)` parses the YAML once into a node tree (which keeps line and column marks) and
-the plain data, validates the data with the pydantic models below, and turns every problem into a
-`RecipeError` that names the file, line and column, the key path and a hint. Relative paths are
-resolved against the recipe's folder and must exist; Hub ids are not checked here. Checks that need
-other packages (backends, templates, validators) happen later, with `Recipe.error_at`.
+Strict models with a description on every field (docs/recipes.md lists them). Relative paths are
+resolved against the recipe's folder (passed as `base_dir` in the validation context) and must exist;
+Hub ids are not checked here. Loading is in `load`, checks between fields in `checks`.
 """
 
 from __future__ import annotations
@@ -13,8 +11,6 @@ import hashlib
 import json
 import os
 import re
-import types
-import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -25,25 +21,14 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
-    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 
-from mmsynth.factory.errors import (
-    Loc,
-    Problem,
-    RecipeError,
-    choice_hint,
-    describe_value,
-    display_path,
-    format_loc,
-    locate,
-    problem_at,
-)
-from mmsynth.factory.seeds import SEED_SOURCES, ScenesConfig, SeedSourceConfig
+from mmsynth.factory.errors import Loc, Problem, RecipeError, choice_hint, describe_value
+from mmsynth.factory.seeds import ScenesConfig, SeedSourceConfig
 from mmsynth.factory.seeds.base import HubOrLocalSerializer, LocalFolder, OutputPath, resolve_hub_or_local
 
 TINY_MODELS = ("tiny:lm", "tiny:vlm", "tiny:sd")
@@ -385,7 +370,9 @@ class Recipe(_Config):
     )
 
     _source_path: Path | None = PrivateAttr(default=None)
+    _shown_path: str | None = PrivateAttr(default=None)  # the path as the user gave it, for messages
     _source_nodes: yaml.Node | None = PrivateAttr(default=None)
+    _load_problems: list[Problem] = PrivateAttr(default_factory=list)  # found by the loader, not fatal
 
     @field_validator("name")
     @classmethod
@@ -413,6 +400,16 @@ class Recipe(_Config):
         return self._source_path
 
     @property
+    def shown_path(self) -> str:
+        """The recipe file as messages name it: as the user gave it, `<recipe>` when not from a file."""
+        return self._shown_path or (str(self._source_path) if self._source_path else "<recipe>")
+
+    @property
+    def load_problems(self) -> list[Problem]:
+        """Problems the loader found that still let it build the Recipe (duplicate keys)."""
+        return list(self._load_problems)
+
+    @property
     def source_nodes(self) -> yaml.Node | None:
         """The composed YAML node tree of the recipe file, for pointing later errors at lines."""
         return self._source_nodes
@@ -424,9 +421,7 @@ class Recipe(_Config):
 
     def error_at(self, loc: Loc, message: str, hint: str | None = None, *, key: bool = False) -> RecipeError:
         """A RecipeError pointing at `loc` (e.g. `('tasks', 0, 'template')`) in this recipe's file."""
-        return RecipeError.at(
-            self._source_path or "<recipe>", self._source_nodes, loc, message, hint, key=key
-        )
+        return RecipeError.at(self.shown_path, self._source_nodes, loc, message, hint, key=key)
 
     def fingerprint(self) -> str:
         """sha256 of the normalised content: JSON with sorted keys, paths relative to the recipe's folder.
@@ -441,352 +436,3 @@ class Recipe(_Config):
         )
         blob = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(blob.encode()).hexdigest()
-
-
-# --- loading ---------------------------------------------------------------------------------------
-
-
-def load_recipe(path: str | Path) -> Recipe:
-    """Read, validate and resolve the recipe at `path`; raise RecipeError listing every problem found."""
-    path = Path(path)
-    shown = display_path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise RecipeError(Problem(shown, None, None, "", "recipe file not found")) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise RecipeError(Problem(shown, None, None, "", f"cannot read recipe: {e}")) from None
-
-    root, data = _parse_yaml(text, shown)
-    problems = _duplicate_keys(root, path)
-    if data is None:
-        raise RecipeError([*problems, Problem(shown, 1, 1, "", "the recipe is empty")])
-    if not isinstance(data, dict):
-        raise RecipeError(
-            [
-                *problems,
-                problem_at(
-                    path,
-                    root,
-                    (),
-                    f"a recipe is a mapping of keys, got {describe_value(data)}",
-                    "Start with `name:`, `seeds:`, `models:` and `tasks:`.",
-                ),
-            ]
-        )
-
-    base_dir = Path(os.path.abspath(path)).parent
-    try:
-        recipe = Recipe.model_validate(data, context={"base_dir": base_dir})
-    except ValidationError as e:
-        problems += [_from_pydantic(err, path, root, base_dir) for err in e.errors(include_url=False)]
-        raise RecipeError(problems) from None
-    problems += _cross_check(recipe, path, root)
-    if problems:
-        raise RecipeError(problems)
-    recipe._source_path = base_dir / path.name
-    recipe._source_nodes = root
-    return recipe
-
-
-def _parse_yaml(text: str, shown: str) -> tuple[yaml.Node | None, Any]:
-    """The node tree and the plain data, from one parse; syntax errors carry the parser's line."""
-    loader = yaml.SafeLoader(text)
-    try:
-        root = loader.get_single_node()
-        data = loader.construct_document(root) if root is not None else None
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        hint = None
-        if e.context and e.context_mark is not None and e.context_mark is not mark:
-            hint = f"({e.context} at line {e.context_mark.line + 1})"
-        problem = Problem(
-            shown,
-            mark.line + 1 if mark else None,
-            mark.column + 1 if mark else None,
-            "",
-            f"YAML syntax error: {e.problem or e}",
-            hint,
-        )
-        raise RecipeError(problem) from None
-    except yaml.YAMLError as e:
-        raise RecipeError(Problem(shown, None, None, "", f"YAML syntax error: {e}")) from None
-    finally:
-        loader.dispose()
-    return root, data
-
-
-def _duplicate_keys(root: yaml.Node | None, path: Path) -> list[Problem]:
-    """YAML keeps the last of two equal keys without a word; a recipe with one is almost surely a mistake."""
-    problems: list[Problem] = []
-    visited: set[int] = set()  # anchors can make the tree a graph
-
-    def walk(node: yaml.Node, loc: Loc) -> None:
-        if id(node) in visited:
-            return
-        visited.add(id(node))
-        if isinstance(node, yaml.MappingNode):
-            seen: dict[str, yaml.Node] = {}
-            for k, v in node.value:
-                if isinstance(k, yaml.ScalarNode):
-                    if k.value in seen:
-                        first = seen[k.value].start_mark.line + 1
-                        problems.append(
-                            Problem(
-                                display_path(path),
-                                k.start_mark.line + 1,
-                                k.start_mark.column + 1,
-                                format_loc((*loc, k.value)),
-                                f"duplicate key '{k.value}'",
-                                f"First given at line {first}; YAML would keep only the last.",
-                            )
-                        )
-                    seen[k.value] = k
-                    walk(v, (*loc, k.value))
-        elif isinstance(node, yaml.SequenceNode):
-            for i, item in enumerate(node.value):
-                walk(item, (*loc, i))
-
-    if root is not None:
-        walk(root, ())
-    return problems
-
-
-def _cross_check(recipe: Recipe, path: Path, root: yaml.Node | None) -> list[Problem]:
-    """References between parts of the recipe: task names unique, task models defined."""
-    problems = []
-    first: dict[str, int] = {}
-    for i, task in enumerate(recipe.tasks):
-        if task.name in first:
-            j = first[task.name]
-            mark = locate(root, ("tasks", j, "name")).mark
-            line = f"line {mark.line + 1}" if mark else "an earlier task"
-            problems.append(
-                problem_at(
-                    path,
-                    root,
-                    ("tasks", i, "name"),
-                    f"duplicate task name '{task.name}'",
-                    f"First used by tasks[{j}] at {line}; task names become dataset config names.",
-                )
-            )
-        else:
-            first[task.name] = i
-        if task.from_ is not None and task.from_ not in first:
-            earlier = [t.name for t in recipe.tasks[:i]]
-            problems.append(
-                problem_at(
-                    path,
-                    root,
-                    ("tasks", i, "from"),
-                    f"`from` names '{task.from_}', which is not an earlier task",
-                    choice_hint(task.from_, earlier, "earlier tasks")
-                    if earlier
-                    else "The first task runs on the seeds; list the task it reads from before it.",
-                )
-            )
-        if task.model not in recipe.models:
-            problems.append(
-                problem_at(
-                    path,
-                    root,
-                    ("tasks", i, "model"),
-                    f"unknown model '{task.model}'",
-                    choice_hint(task.model, recipe.models, "models defined under `models`"),
-                )
-            )
-    names = [t.name for t in recipe.tasks]
-    for i, doc in enumerate(recipe.documents):
-        for key in ("plan", "images", "captions"):
-            ref = getattr(doc, key)
-            if ref is not None and ref not in names:
-                problems.append(
-                    problem_at(
-                        path,
-                        root,
-                        ("documents", i, key),
-                        f"unknown task '{ref}'",
-                        choice_hint(ref, names, "tasks"),
-                    )
-                )
-        if doc.name in names:
-            problems.append(
-                problem_at(
-                    path,
-                    root,
-                    ("documents", i, "name"),
-                    f"'{doc.name}' is already a task name",
-                    "Documents are their own subset; give them a name no task uses.",
-                )
-            )
-    roots = [t.name for t in recipe.tasks if t.from_ is None]
-    for key, weight in (recipe.mixture or {}).items():
-        if key not in roots:
-            problems.append(
-                problem_at(
-                    path,
-                    root,
-                    ("mixture", key),
-                    f"'{key}' is not a task that reads the seeds",
-                    choice_hint(key, roots, "tasks without `from`"),
-                    key=True,
-                )
-            )
-        elif weight <= 0:
-            problems.append(
-                problem_at(path, root, ("mixture", key), f"a share must be positive, got {weight}")
-            )
-    for name in recipe.ray.models:
-        if name not in recipe.models:
-            problems.append(
-                problem_at(
-                    path,
-                    root,
-                    ("ray", "models", name),
-                    f"unknown model '{name}'",
-                    choice_hint(name, recipe.models, "models defined under `models`"),
-                    key=True,
-                )
-            )
-    return problems
-
-
-# --- pydantic errors -> problems ---------------------------------------------------------------------
-
-_EXPECTED = {
-    "int_type": "an integer",
-    "int_parsing": "an integer",
-    "int_from_float": "an integer",
-    "float_type": "a number",
-    "float_parsing": "a number",
-    "string_type": "a string",
-    "bool_type": "true or false",
-    "bool_parsing": "true or false",
-    "dict_type": "a mapping",
-    "model_type": "a mapping",
-    "model_attributes_type": "a mapping",
-    "list_type": "a list",
-    "tuple_type": "a list",
-    "set_type": "a list",
-    "path_type": "a path string",
-    "none_required": "null",
-}
-
-_BOUNDS = {
-    "greater_than_equal": ("ge", "at least"),
-    "greater_than": ("gt", "greater than"),
-    "less_than_equal": ("le", "at most"),
-    "less_than": ("lt", "less than"),
-}
-
-
-def _from_pydantic(err: dict[str, Any], path: Path, root: yaml.Node | None, base_dir: Path) -> Problem:
-    kind, loc, ctx, value = err["type"], tuple(err["loc"]), err.get("ctx") or {}, err.get("input")
-    if kind == "extra_forbidden":
-        fields = _fields_at(loc[:-1])
-        return problem_at(path, root, loc, "unknown key", choice_hint(loc[-1], fields or ()), key=True)
-    if kind == "missing":
-        field = (_fields_at(loc[:-1]) or {}).get(loc[-1])
-        return problem_at(path, root, loc, "missing required key", field.description if field else None)
-    if kind == "union_tag_invalid":
-        tags = _tags_at(loc)
-        return problem_at(
-            path,
-            root,
-            (*loc, "type"),
-            f"unknown type '{ctx.get('tag')}'",
-            choice_hint(ctx.get("tag", ""), tags, "known types"),
-        )
-    if kind == "union_tag_not_found":
-        tags = _tags_at(loc)
-        return problem_at(
-            path, root, (*loc, "type"), "missing required key", f"Known types: {', '.join(tags)}."
-        )
-    if kind in _EXPECTED:
-        return problem_at(
-            path, root, loc, "wrong type", f"Expected {_EXPECTED[kind]}, got {describe_value(value)}."
-        )
-    if kind == "literal_error":
-        choices = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
-        return problem_at(
-            path, root, loc, f"invalid value {value!r}", choice_hint(str(value), choices, "allowed values")
-        )
-    if kind in _BOUNDS:
-        key, words = _BOUNDS[kind]
-        bound = ctx.get(key)
-        if isinstance(bound, float) and bound.is_integer():
-            bound = int(bound)
-        return problem_at(path, root, loc, f"must be {words} {bound}, got {value}")
-    if kind == "too_short":
-        n = ctx.get("min_length", 1)
-        return problem_at(path, root, loc, f"must have at least {n} {'entry' if n == 1 else 'entries'}")
-    if kind in ("validator_type_missing", "validator_type_not_str"):
-        return problem_at(path, root, (*loc, "type"), err["msg"], ctx.get("hint"))
-    if kind == "path_not_found":
-        given = str(ctx.get("given", ""))
-        hint = None
-        if given and not os.path.isabs(os.path.expanduser(given)):
-            hint = f"Relative paths are resolved against the recipe's folder ({display_path(base_dir)})."
-        return problem_at(path, root, loc, err["msg"], hint)
-    message = str(err["msg"]).removeprefix("Value error, ")
-    return problem_at(path, root, loc, message, ctx.get("hint"))
-
-
-def _unwrap(tp: Any) -> Any:
-    while True:
-        origin = typing.get_origin(tp)
-        if origin is Annotated:
-            tp = typing.get_args(tp)[0]
-        elif origin in (typing.Union, types.UnionType):
-            args = [a for a in typing.get_args(tp) if a is not type(None)]
-            if len(args) != 1:
-                return tp
-            tp = args[0]
-        else:
-            return tp
-
-
-def _is_model(tp: Any) -> bool:
-    return isinstance(tp, type) and issubclass(tp, BaseModel)
-
-
-def _annotation_at(loc: Loc) -> Any:
-    """The type at pydantic error location `loc` of a Recipe (tags of tagged unions included), or None."""
-    tp: Any = Recipe
-    for part in loc:
-        tp = _unwrap(tp)
-        origin = typing.get_origin(tp)
-        if _is_model(tp):
-            field = tp.model_fields.get(part) if isinstance(part, str) else None
-            if field is None:
-                return None
-            tp = field.annotation
-        elif origin in (list, tuple, set):
-            tp = typing.get_args(tp)[0]
-        elif origin is dict:
-            tp = typing.get_args(tp)[1]
-        elif origin in (typing.Union, types.UnionType):
-            members = [m for m in typing.get_args(tp) if _is_model(m) and _tag(m) == part]
-            if not members:
-                return None
-            tp = members[0]
-        else:
-            return None
-    return _unwrap(tp)
-
-
-def _fields_at(loc: Loc) -> dict[str, Any] | None:
-    tp = _annotation_at(loc)
-    return dict(tp.model_fields) if _is_model(tp) else None
-
-
-def _tags_at(loc: Loc) -> list[str]:
-    tp = _annotation_at(loc)
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        return [t for t in (_tag(m) for m in typing.get_args(tp) if _is_model(m)) if t]
-    return list(SEED_SOURCES)
-
-
-def _tag(model: type[BaseModel]) -> str | None:
-    field = model.model_fields.get("type")
-    return field.default if field is not None and isinstance(field.default, str) else None

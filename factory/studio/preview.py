@@ -21,7 +21,7 @@ from mmsynth.factory.dataset.records import Record
 from mmsynth.factory.engine.answers import assemble_records
 from mmsynth.factory.engine.plan import Plan, TaskPlan, build_plan, build_request, load_backends
 from mmsynth.factory.engine.stats import ChunkStats
-from mmsynth.factory.recipe.schema import Recipe, TaskSpec, load_recipe
+from mmsynth.factory.recipe import Recipe, TaskSpec, load_recipe
 from mmsynth.factory.seeds import Seed, iter_seeds, seed_fields
 from mmsynth.generators.types import Backend, Generation, GenerationRequest
 from mmsynth.prompts import (

@@ -12,7 +12,7 @@ from mmsynth.factory.engine.documents import assemble_documents
 from mmsynth.factory.engine.plan import TaskPlan
 from mmsynth.factory.engine.stages import derived_seeds, mixture_task
 from mmsynth.factory.errors import RecipeError
-from mmsynth.factory.recipe.schema import DocumentSpec, load_recipe
+from mmsynth.factory.recipe import DocumentSpec, load_recipe
 from mmsynth.factory.seeds.base import Seed
 from mmsynth.prompts.media import ImageRef
 from mmsynth.validators.types import Verdict

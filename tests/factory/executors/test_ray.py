@@ -20,7 +20,7 @@ from mmsynth.factory.engine.plan import ModelLoadError
 from mmsynth.factory.engine.runner import run_recipe
 from mmsynth.factory.errors import RecipeError
 from mmsynth.factory.executors.ray import RayExecutorError, RayOptions, import_ray
-from mmsynth.factory.recipe.schema import RayModelSpec, RaySpec, load_recipe
+from mmsynth.factory.recipe import RayModelSpec, RaySpec, load_recipe
 
 pytestmark = pytest.mark.slow
 

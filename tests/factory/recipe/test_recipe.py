@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mmsynth.factory.errors import RecipeError, did_you_mean, format_loc, locate
-from mmsynth.factory.recipe.schema import (
+from mmsynth.factory.errors import RecipeError, format_loc, locate
+from mmsynth.factory.recipe import (
     CacheSpec,
     DocumentSpec,
     ImageSpec,
@@ -488,5 +488,3 @@ def test_locate_skips_union_tags_and_reports_missing_parts():
     assert not missing.complete and missing.loc == ("seeds", "image_field") and missing.mark.line == 0
     assert format_loc(("tasks", 0, "sampling", "top_p")) == "tasks[0].sampling.top_p"
     assert format_loc(("models", "my model", "dtype")) == "models['my model'].dtype"
-    assert did_you_mean("max_token", ["max_tokens", "top_p"]) == "Did you mean 'max_tokens'?"
-    assert did_you_mean("zzz", ["max_tokens"]) is None

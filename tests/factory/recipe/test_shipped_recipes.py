@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from mmsynth.factory.engine.plan import build_plan
-from mmsynth.factory.recipe.schema import load_recipe
+from mmsynth.factory.recipe import load_recipe
 
 RECIPES = sorted((Path(__file__).resolve().parents[3] / "recipes").glob("*.yaml"))
 
