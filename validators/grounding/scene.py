@@ -1,7 +1,9 @@
 """Grounding checks on QA outputs: answers against the exact scene, across samples, and question diversity.
 
 - `scene_grounding`: a rendered scene's seed carries its objects; every question the scene answers
-  (see generators/scenes/truth.py, answer_question) is checked, the rest are not counted.
+  (see generators/scenes/truth.py, answer_question) is checked, the rest are not counted. With
+  `captions: true`, a caption's object mentions are checked too (generators/scenes/claims.py): a
+  caption that names an object the scene does not have, or miscounts one, is a hallucination.
 - `answer_consistency`: samples of one request (same task, prompt and images, in one batch) that ask
   the same question should agree; a sample that disagrees with the majority is rejected.
 - `question_diversity`: one QA list should not ask the same thing twice (token Jaccard of questions).
@@ -15,6 +17,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from mmsynth.generators.scenes.claims import check_caption
 from mmsynth.generators.scenes.truth import NUMBER_WORDS, answer_is_correct, answer_question, normalise_words
 from mmsynth.validators.base import ConfiguredValidator, ValidatorConfig
 from mmsynth.validators.text.qa_items import clip, normalise, qa_items, well_formed
@@ -47,6 +50,11 @@ class SceneGroundingConfig(ValidatorConfig):
         default=False,
         description="Reject a QA output with fewer than `min_checked` questions the scene can answer.",
     )
+    captions: bool = Field(
+        default=False,
+        description="Also check captions (text outputs, or the `caption` field of a JSON output): every "
+        "object the caption mentions must be in the scene, with the count, colour, size and place it says.",
+    )
 
 
 class SceneGroundingValidator(ConfiguredValidator[SceneGroundingConfig]):
@@ -61,6 +69,8 @@ class SceneGroundingValidator(ConfiguredValidator[SceneGroundingConfig]):
         cfg = self.config
         objects = c.seed.get(cfg.objects_field)
         items = qa_items(c.parsed, cfg.field)
+        if isinstance(objects, list) and items is None and cfg.captions:
+            return self._check_caption(objects, c)
         if not isinstance(objects, list) or items is None:
             return Verdict.ok(self.name)  # not a scene, or not a QA output: nothing to ground
         checked, wrong = 0, []
@@ -86,6 +96,29 @@ class SceneGroundingValidator(ConfiguredValidator[SceneGroundingConfig]):
                 f"wrong answer: {checked - len(wrong)} of {checked} checked correct "
                 f"(min {cfg.min_fraction_correct:.0%}); #{i} {clip(q)!r} answered {clip(a, 40)!r}, "
                 f"the scene says {exact!r}",
+                share,
+            )
+        return Verdict.ok(self.name, share)
+
+    def _check_caption(self, objects: list, c: Candidate) -> Verdict:
+        parsed = c.parsed
+        text = parsed.get("caption") if isinstance(parsed, dict) else c.text
+        if not isinstance(text, str):
+            return Verdict.ok(self.name)
+        checked, wrong = check_caption(objects, text)
+        if checked < self.config.min_checked:
+            if self.config.require_checkable:
+                return Verdict.reject(
+                    self.name, f"unverifiable: the caption mentions {checked} scene objects"
+                )
+            return Verdict.ok(self.name)
+        share = (checked - len(wrong)) / checked
+        if share + 1e-9 < self.config.min_fraction_correct:
+            claim, why = wrong[0]
+            return Verdict.reject(
+                self.name,
+                f"hallucination: {checked - len(wrong)} of {checked} mentions true; "
+                f"the caption says {clip(claim.text, 60)!r}, {why}",
                 share,
             )
         return Verdict.ok(self.name, share)

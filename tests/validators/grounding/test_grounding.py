@@ -182,3 +182,34 @@ def test_question_diversity(make_candidate):
     assert got[1].reason == "near-duplicate questions: #0 and #2 (Jaccard 0.93 > 0.80)"
     assert got[2].score == 1.0
     assert build_validator({"type": "question_diversity", "max_jaccard": 0.95}).check([same])[0].keep
+
+
+def test_scene_grounding_checks_captions_when_asked(make_candidate_for_scene):
+    v = build_validator({"type": "scene_grounding", "captions": True})
+    seed = {"objects": OBJECTS}
+    good = make_candidate_for_scene("A large red circle at the top left and a small red square.", seed)
+    bad = make_candidate_for_scene("A large red circle and a green triangle in the centre.", seed)
+    grounded = make_candidate_for_scene(
+        "{}", seed, parsed={"caption": "two blue circles", "objects": ["blue circle"]}
+    )
+    plain = make_candidate_for_scene("no scene words here", seed)
+    keep, reject, reject_json, kept_plain = v.check([good, bad, grounded, plain])
+    assert keep.keep and keep.score == 1.0
+    assert not reject.keep and reject.reason.startswith("hallucination: 1 of 2 mentions true")
+    assert "'green triangle in the centre'" in reject.reason and "no triangle" in reject.reason
+    assert not reject_json.keep and "the scene has 1" in reject_json.reason
+    assert kept_plain.keep
+
+
+def test_scene_grounding_leaves_captions_alone_by_default(make_candidate_for_scene):
+    v = build_validator({"type": "scene_grounding"})
+    (verdict,) = v.check([make_candidate_for_scene("a green triangle", {"objects": OBJECTS})])
+    assert verdict.keep
+
+
+@pytest.fixture
+def make_candidate_for_scene(make_candidate):
+    def make(text, seed, **kw):
+        return make_candidate(text, seed=seed, **kw)
+
+    return make
