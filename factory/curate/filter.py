@@ -1,8 +1,8 @@
 """Running a recipe's validator stack over a dataset that already exists (`mmsynth validate`).
 
-Input: a Parquet file or folder, a JSONL file, a folder written by `datasets.save_to_disk`, or an
+Input (read by mmsynth.prompts.rows): a Parquet, JSONL or CSV file, a Parquet folder, a folder written by `datasets.save_to_disk`, or an
 mmsynth run folder (its accepted records). Each row becomes a Candidate through a column mapping;
-the stack runs in batches exactly as in a run (run_stack, then remember_accepted), and every row is
+the stack runs in batches exactly as in a run (engine.validate.validate_batch), and every row is
 written back with `accepted`, `reject_reason` and `verdicts` columns to
 `OUT/data/<task>/{train,rejected}-<batch>.parquet`, with `stats.json` in a run's layout and a card
 so that `datasets.load_dataset(OUT)` reads it. A row that cannot be read or mapped (bad JSON line,
@@ -25,13 +25,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mmsynth.factory.dataset.card import write_card
+from mmsynth.factory.dataset.records import candidate_from_row, make_candidate
 from mmsynth.factory.dataset.run_dir import write_json_atomic
 from mmsynth.factory.dataset.shards import FEATURES
 from mmsynth.factory.engine.plan import build_plan
 from mmsynth.factory.engine.stats import ChunkStats, merge_chunks
+from mmsynth.factory.engine.validate import close_validators, validate_batch
 from mmsynth.factory.recipe import load_recipe
+from mmsynth.prompts.files import atomic_open
 from mmsynth.prompts.media import ImageRef
-from mmsynth.validators import Candidate, Verdict, remember_accepted, run_stack
+from mmsynth.prompts.rows import BadRow, RowPart, RowsError, open_rows
+from mmsynth.validators import Candidate, Verdict
 from mmsynth.validators.text.schema import parse_json_output
 
 VERDICT_COLUMNS = ("accepted", "reject_reason", "verdicts")
@@ -51,21 +55,6 @@ class Columns:
     text: str | None = None
     image: str | None = None
     task: str | None = None  # a fixed task name for every row (else the `task` column, else "data")
-
-
-@dataclass
-class Part:
-    """Rows read from one place (a file, or a split of a saved dataset), with its Arrow schema if known."""
-
-    name: str  # shown in errors: a file path, or "DIR[split]"
-    base_dir: Path  # relative image paths are resolved here
-    schema: pa.Schema | None
-    batches: Iterator[list[dict[str, Any] | str]]  # a str is an unreadable row: "error\x00raw text"
-    lines: list[int] | None = None  # JSONL: the file line of each row read so far
-
-    def where(self, index: int) -> str:
-        """Where row `index` is, for messages: `file.jsonl:LINE` or `file.parquet: row N` (from 0)."""
-        return f"{self.name}:{self.lines[index]}" if self.lines is not None else f"{self.name}: row {index}"
 
 
 @dataclass
@@ -99,105 +88,16 @@ class _Row:
 # --- reading -----------------------------------------------------------------------------------------
 
 
-def open_dataset(path: str | Path, batch_size: int = 256) -> tuple[str, list[Part]]:
-    """(kind, parts) for the dataset at `path`; ValidateError when it is none of the known layouts."""
-    p = Path(path)
-    if not p.exists():
-        raise ValidateError(f"{p}: no such file or folder")
-    if p.is_file():
-        if p.suffix == ".parquet":
-            return "parquet", [_parquet_part(p, batch_size)]
-        if p.suffix in (".jsonl", ".json"):
-            return "jsonl", [_jsonl_part(p, batch_size)]
-        raise ValidateError(f"{p}: not a .parquet or .jsonl file")
-    if (p / "dataset_dict.json").exists() or (
-        (p / "dataset_info.json").exists() and (p / "state.json").exists()
-    ):
-        return "datasets", _saved_parts(p, batch_size)
-    run_files = sorted(p.glob("data/*/train-*.parquet"))
-    if run_files and ((p / ".mmsynth").is_dir() or (p / "manifest.json").exists()):
-        return "run", [_parquet_part(f, batch_size) for f in run_files]
-    files = sorted(f for f in p.rglob("*.parquet") if not any(part.startswith(".") for part in f.parts))
-    if files:
-        return "parquet", [_parquet_part(f, batch_size) for f in files]
-    raise ValidateError(
-        f"{p}: no dataset found (expected Parquet files, a JSONL file, a `datasets.save_to_disk` folder or an mmsynth run)"
-    )
-
-
-def _parquet_part(path: Path, batch_size: int) -> Part:
+def open_dataset(path: str | Path, batch_size: int = 256) -> tuple[str, list[RowPart]]:
+    """(kind, parts) for the dataset at `path` (see `mmsynth.prompts.rows`); ValidateError when it is
+    none of the known layouts or cannot be opened."""
     try:
-        f = pq.ParquetFile(path)
-    except Exception as e:  # a corrupt or non-Parquet file: name it
-        raise ValidateError(f"{path}: cannot read Parquet: {e}") from None
-    return Part(str(path), path.parent, f.schema_arrow, (b.to_pylist() for b in f.iter_batches(batch_size)))
-
-
-def _jsonl_part(path: Path, batch_size: int) -> Part:
-    lines: list[int] = []
-
-    def batches() -> Iterator[list[dict[str, Any] | str]]:
-        batch: list[dict[str, Any] | str] = []
-        with open(path, encoding="utf-8") as f:
-            for line_no, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    value = json.loads(line)
-                except ValueError as e:
-                    value = f"invalid JSON: {e}"
-                if not isinstance(value, (dict, str)):
-                    value = f"a JSON line must be an object, got {type(value).__name__}"
-                lines.append(line_no)
-                batch.append(value if isinstance(value, dict) else f"{value}\x00{line.rstrip()}")
-                if len(batch) >= batch_size:
-                    yield batch
-                    batch = []
-        if batch:
-            yield batch
-
-    return Part(str(path), path.parent, None, batches(), lines)
-
-
-def _saved_parts(path: Path, batch_size: int) -> list[Part]:
-    try:
-        ds = datasets.load_from_disk(str(path))
-    except Exception as e:
-        raise ValidateError(f"{path}: cannot load the saved dataset: {e}") from None
-    splits = ds.items() if isinstance(ds, datasets.DatasetDict) else [("train", ds)]
-    parts = []
-    for split, d in splits:
-        table = d.with_format("arrow")[:] if len(d) else None
-        schema = d.features.arrow_schema
-        batches = (
-            (b.to_pylist() for b in table.to_batches(max_chunksize=batch_size))
-            if table is not None
-            else iter(())
-        )
-        parts.append(Part(f"{path}[{split}]", path, schema, batches))
-    return parts
+        return open_rows(path, batch_size=batch_size)
+    except RowsError as e:
+        raise ValidateError(str(e)) from None
 
 
 # --- rows to candidates ------------------------------------------------------------------------------
-
-
-def _image(value: Any, base_dir: Path) -> ImageRef | None:
-    if value is None:
-        return None
-    if isinstance(value, ImageRef):
-        return value
-    if isinstance(value, (bytes, bytearray)):
-        return ImageRef.from_bytes(bytes(value))
-    if isinstance(value, dict):
-        if value.get("bytes"):
-            return ImageRef.from_bytes(value["bytes"])
-        value = value.get("path")
-        if value is None:
-            return None
-    if isinstance(value, str):
-        path = Path(value).expanduser()
-        return ImageRef.from_path(path if path.is_absolute() else base_dir / path)
-    raise ValueError(f"not an image: {type(value).__name__}")
 
 
 def _plain(value: Any) -> bool:
@@ -217,7 +117,7 @@ class _Mapper:
         self.columns = columns
         self.schemas = schemas
 
-    def resolve(self, part: Part, first: dict[str, Any]) -> tuple[str, str | None]:
+    def resolve(self, part: RowPart, first: dict[str, Any]) -> tuple[str, str | None]:
         """(text column, image column) for `part`, checked against its first row's columns."""
         names = list(part.schema.names) if part.schema is not None else list(first)
         text = self.columns.text or ("output" if "output" in names else "text")
@@ -235,7 +135,7 @@ class _Mapper:
         return text, image
 
     def row(
-        self, part: Part, index: int, values: dict[str, Any], text_col: str, image_col: str | None
+        self, part: RowPart, index: int, values: dict[str, Any], text_col: str, image_col: str | None
     ) -> _Row:
         where = part.where(index)
         row = _Row(values, where, schema=part.schema)
@@ -248,59 +148,58 @@ class _Mapper:
         return row
 
     def _candidate(
-        self, part: Part, index: int, v: dict[str, Any], text_col: str, image_col: str | None
+        self, part: RowPart, index: int, v: dict[str, Any], text_col: str, image_col: str | None
     ) -> Candidate:
-        is_run = "seed_id" in v and "request_key" in v  # a row written by mmsynth: its own columns
         task = (
             self.columns.task or (v.get("task") if isinstance(v.get("task"), str) else None) or DEFAULT_TASK
         )
-        raw = v.get(text_col)
         if text_col not in v:
             raise _BadRow(f"no column {text_col!r}")
+        raw = v[text_col]
         if raw is None:
             raise _BadRow(f"column {text_col!r} is null")
+        schema = self.schemas.get(task)
+        if "seed_id" in v and "request_key" in v:  # a row written by mmsynth: read by its own columns
+            row = {**v, "output": raw if isinstance(raw, str) else json.dumps(raw, ensure_ascii=False)}
+            return candidate_from_row(
+                row,
+                base_dir=part.base_dir,
+                task=task,
+                output_schema=schema,
+                image_column=image_col,
+                replay=False,
+            )
         parsed, parse_error = None, None
         if isinstance(raw, str):
             text = raw
         else:
             text = json.dumps(raw, ensure_ascii=False)  # a JSONL/struct column holding the structured output
             parsed = raw
-        schema = self.schemas.get(task)
-        if is_run and v.get("parsed") is not None:
-            parsed = json.loads(v["parsed"])
-        elif parsed is None and schema is not None:
+        if parsed is None and schema is not None:
             parsed, parse_error = parse_json_output(text)
-        images: list[ImageRef] = []
+        image = None
         if image_col is not None:
-            img = _image(v.get(image_col), part.base_dir)
-            if img is not None:
-                images.append(img)
-        if is_run:
-            seed = json.loads(v["seed"]) if v.get("seed") else {}
-            if v.get("texts"):  # an assembled document: validators see its aligned texts and image hashes
-                doc_images = [_image(x, part.base_dir) for x in v.get("images") or []]
-                title = parsed.get("title") if isinstance(parsed, dict) else None
-                parsed = {
-                    "title": title,
-                    "texts": list(v["texts"]),
-                    "images": [None if x is None else x.sha256 for x in doc_images],
-                }
-                images = [x for x in doc_images if x is not None]
-        else:
-            skip = {text_col, image_col, "task", *VERDICT_COLUMNS}
-            seed = {k: x for k, x in v.items() if k not in skip and _plain(x)}
-        return Candidate(
+            image = ImageRef.from_cell(v.get(image_col), part.base_dir, _cell_label(v.get(image_col)))
+        skip = {text_col, image_col, "task", *VERDICT_COLUMNS}
+        return make_candidate(
             id=str(v.get("id") or f"{Path(part.name).name}:{index}"),
             task=task,
             text=text,
             finish_reason=v.get("finish_reason") or "stop",
-            prompt_text=v.get("prompt") or "",
+            prompt=v.get("prompt") or "",
             parsed=parsed,
             parse_error=parse_error,
             output_schema=schema,
-            images=tuple(images),
-            seed=seed,
+            images=[image] if image is not None else [],
+            seed={k: x for k, x in v.items() if k not in skip and _plain(x)},
         )
+
+
+def _cell_label(value: Any) -> str:
+    """How an image cell is named in messages: its path when it has one."""
+    if isinstance(value, dict):
+        value = value.get("path") if not value.get("bytes") else None
+    return value if isinstance(value, str) else ""
 
 
 class _BadRow(Exception):
@@ -334,10 +233,8 @@ def _write(path: Path, rows: list[_Row]) -> None:
         values.append(d)
     schema = _out_schema(rows[0].schema, values)
     table = pa.Table.from_pylist([{k: d.get(k) for k in schema.names} for d in values], schema=schema)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp, compression="zstd")
-    tmp.replace(path)
+    with atomic_open(path, "wb") as f:
+        pq.write_table(table, f, compression="zstd")
 
 
 _UNSAFE = re.compile(r"[^\w.-]")
@@ -389,10 +286,7 @@ def validate_dataset(
                         _write(out / "data" / task / f"{split}-{len(chunks):05d}.parquet", rows)
             chunks.append(stats.to_dict())
     finally:
-        for v in plan.validators:
-            close = getattr(v, "close", None)
-            if close is not None:
-                close()
+        close_validators(plan.validators)
     stats = merge_chunks(chunks, time.monotonic() - started)
     stats["input"] = {"path": str(dataset), "kind": kind, "rows": n_rows}
     out.mkdir(parents=True, exist_ok=True)
@@ -403,7 +297,7 @@ def validate_dataset(
     return ValidateResult(out, stats, kind)
 
 
-def _batches(parts: list[Part], mapper: _Mapper, batch_size: int) -> Iterator[list[_Row]]:
+def _batches(parts: list[RowPart], mapper: _Mapper, batch_size: int) -> Iterator[list[_Row]]:
     """Mapped rows in batches of about `batch_size`; a batch never splits the samples of one request
     (same `request_key`), so answer_consistency sees them together."""
     pending: list[_Row] = []
@@ -412,11 +306,12 @@ def _batches(parts: list[Part], mapper: _Mapper, batch_size: int) -> Iterator[li
         index = 0
         for raw_batch in part.batches:
             for values in raw_batch:
-                if isinstance(values, str):  # an unreadable line: keep its text, reject it
-                    error, _, line = values.partition("\x00")
+                if isinstance(values, BadRow):  # an unreadable line: keep its text, reject it
                     where = part.where(index)
                     row = _Row(
-                        {mapper.columns.text or "text": line}, where, problem=f"input: {where}: {error}"
+                        {mapper.columns.text or "text": values.raw},
+                        where,
+                        problem=f"input: {where}: {values.error}",
                     )
                 else:
                     if cols is None:
@@ -446,11 +341,9 @@ def _task_of(row: _Row) -> str:
 
 def _validate_batch(validators: list, batch: list[_Row]) -> ChunkStats:
     live = [r for r in batch if r.candidate is not None]
-    candidates = [r.candidate for r in live]
-    verdict_lists = run_stack(validators, candidates)
+    verdict_lists = validate_batch(validators, [r.candidate for r in live])
     for r, verdicts in zip(live, verdict_lists, strict=True):
         r.verdicts = list(verdicts)
-    remember_accepted(validators, candidates, verdict_lists)
     stats = ChunkStats(seeds=len(batch))
     stats.count(batch, [v.name for v in validators])
     return stats

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from mmsynth.prompts.media import ImageRef
 from mmsynth.prompts.messages import RenderedPrompt, TextPart, stable_hash
+from mmsynth.validators.text.schema import parse_json_output
 from mmsynth.validators.types import Candidate, Verdict
 
 
@@ -63,29 +66,20 @@ class Record:
         return None
 
     def candidate(self) -> Candidate:
-        return Candidate(
+        return make_candidate(
             id=self.id,
             task=self.task,
             text=self.output,
             finish_reason=self.finish_reason,
-            prompt_text=self.prompt,
-            parsed=self.parsed if self.texts is None else self.document_view(),
+            prompt=self.prompt,
+            parsed=self.parsed,
             parse_error=self.parse_error,
             output_schema=self.output_schema,
-            images=self.images
-            if self.doc_images is None
-            else tuple(i for i in self.doc_images if i is not None),
+            images=self.images,
             seed=self.seed,
+            texts=self.texts,
+            doc_images=self.doc_images,
         )
-
-    def document_view(self) -> dict[str, Any]:
-        """What validators see of a document: its texts and image hashes, aligned by position."""
-        title = self.parsed.get("title") if isinstance(self.parsed, dict) else None
-        return {
-            "title": title,
-            "texts": list(self.texts or []),
-            "images": [None if img is None else img.sha256 for img in self.doc_images or []],
-        }
 
     def to_row(self) -> dict[str, Any]:
         """The Parquet row; see shards.FEATURES for the column types."""
@@ -146,24 +140,99 @@ def prompt_texts(prompt: RenderedPrompt) -> tuple[str, str]:
     return system, "".join(user)
 
 
-def candidate_from_row(row: dict[str, Any]) -> Candidate:
-    """A Candidate rebuilt from a written row, to replay accepted records into stateful validators on resume.
+def make_candidate(
+    *,
+    id: str,
+    task: str,
+    text: str,
+    finish_reason: str = "stop",
+    prompt: str = "",
+    parsed: Any = None,
+    parse_error: str | None = None,
+    output_schema: dict[str, Any] | None = None,
+    images: Sequence[ImageRef] = (),
+    seed: dict[str, Any] | None = None,
+    texts: Sequence[str | None] | None = None,
+    doc_images: Sequence[ImageRef | None] | None = None,
+) -> Candidate:
+    """What validators see of a record, live or read back from a row: the one place that decides it.
 
-    Images carry their hash; the first also its bytes (image_dedup hashes pixels). Later images of a
-    multi-image record are not stored in shards, so they replay as hashes only.
+    A document (`texts` set) shows its texts and image hashes aligned by position, as `parsed`
+    (`{title, texts, images}`), and its images in order.
     """
-    parsed = row.get("parsed")
-    first = (row.get("image") or {}).get("bytes") or b""
+    if texts is not None:
+        title = parsed.get("title") if isinstance(parsed, dict) else None
+        shown = list(doc_images or [])
+        parsed = {
+            "title": title,
+            "texts": list(texts),
+            "images": [None if img is None else img.sha256 for img in shown],
+        }
+        if doc_images is not None:
+            images = [img for img in shown if img is not None]
     return Candidate(
-        id=row["id"],
-        task=row["task"],
-        text=row["output"],
-        finish_reason=row["finish_reason"],
-        prompt_text=row.get("prompt") or "",
-        parsed=None if parsed is None else json.loads(parsed),
-        images=tuple(
+        id=id,
+        task=task,
+        text=text,
+        finish_reason=finish_reason,
+        prompt_text=prompt,
+        parsed=parsed,
+        parse_error=parse_error,
+        output_schema=output_schema,
+        images=tuple(images),
+        seed=seed if seed is not None else {},
+    )
+
+
+def candidate_from_row(
+    row: dict[str, Any],
+    *,
+    base_dir: str | Path | None = None,
+    task: str | None = None,
+    output_schema: dict[str, Any] | None = None,
+    image_column: str | None = "image",
+    replay: bool = True,
+) -> Candidate:
+    """The Candidate of a row written by mmsynth (the shard columns; see `to_row`).
+
+    Shards keep only the first image of a multi-image record. With `replay` (the resume path: accepted
+    records fed back into stateful validators) every image comes by its stored hash, the first with its
+    bytes as stored, the later ones without, which is all `remember` needs. Without it (checking the
+    row again, `mmsynth validate`) the image cells are read with `ImageRef.from_cell` (ValueError naming
+    the row's image when one cannot be) and images without bytes are left out, as no check could decode them.
+    """
+    rid = row["id"]
+    parsed = None if row.get("parsed") is None else json.loads(row["parsed"])
+    parse_error = None
+    if parsed is None and output_schema is not None:  # the run's parse failed: say why again, as it did
+        parsed, parse_error = parse_json_output(row["output"])
+    if replay:
+        first = ((row.get(image_column) if image_column else None) or {}).get("bytes") or b""
+        images = [
             ImageRef(data=first if i == 0 else b"", sha256=h, source="replay")
             for i, h in enumerate(row.get("image_sha256") or ())
-        ),
+        ]
+    else:
+        cell = row.get(image_column) if image_column else None
+        first = ImageRef.from_cell(cell, base_dir, f"{rid} image")
+        images = [first] if first is not None else []
+    doc_images = None
+    if row.get("texts"):
+        doc_images = [
+            ImageRef.from_cell(cell, base_dir, f"{rid} image {i}")
+            for i, cell in enumerate(row.get("images") or [])
+        ]
+    return make_candidate(
+        id=rid,
+        task=task or row["task"],
+        text=row["output"],
+        finish_reason=row.get("finish_reason") or "stop",
+        prompt=row.get("prompt") or "",
+        parsed=parsed,
+        parse_error=parse_error,
+        output_schema=output_schema,
+        images=images,
         seed=json.loads(row["seed"]) if row.get("seed") else {},
+        texts=row.get("texts") or None,
+        doc_images=doc_images,
     )

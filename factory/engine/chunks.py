@@ -30,9 +30,9 @@ from mmsynth.factory.engine.documents import assemble_documents
 from mmsynth.factory.engine.plan import Plan, TaskPlan, build_request
 from mmsynth.factory.engine.stages import derived_seeds, mixture_task
 from mmsynth.factory.engine.stats import ChunkStats
+from mmsynth.factory.engine.validate import validate_records
 from mmsynth.factory.seeds.base import Seed
 from mmsynth.generators.types import GenerationRequest
-from mmsynth.validators import remember_accepted, run_stack
 
 
 @dataclass
@@ -242,7 +242,8 @@ async def _run_stages(ctx: _Context, work: ChunkWork) -> None:
                 records.append(r)
                 seed_of[r.id] = item.seed
         await ctx.turns.wait(work.index, stage)
-        await asyncio.to_thread(_validate, plan, records)
+        # In a worker thread: validators may block or run a model.
+        await asyncio.to_thread(validate_records, plan.validators, records)
         ctx.turns.done(work.index, stage)
         work.records.extend(records)
         nxt = [t for t in plan.tasks if t.level == stage + 1]
@@ -260,19 +261,9 @@ async def _run_stages(ctx: _Context, work: ChunkWork) -> None:
         stage = plan.stages
         docs = [d for spec in plan.recipe.documents for d in assemble_documents(spec, work.records)]
         await ctx.turns.wait(work.index, stage)
-        await asyncio.to_thread(_validate, plan, docs)
+        await asyncio.to_thread(validate_records, plan.validators, docs)
         ctx.turns.done(work.index, stage)
         work.records.extend(docs)
-
-
-def _validate(plan: Plan, records: list[Record]) -> None:
-    """Run the validator stack over live records (in a worker thread: validators may block or run a model)."""
-    live = [r for r in records if r.error is None]
-    candidates = [r.candidate() for r in live]
-    verdict_lists = run_stack(plan.validators, candidates)
-    for rec, verdicts in zip(live, verdict_lists, strict=True):
-        rec.verdicts = list(verdicts)
-    remember_accepted(plan.validators, candidates, verdict_lists)
 
 
 async def _finish_chunk(plan: Plan, run_dir: RunDir, work: ChunkWork, progress: Progress) -> None:

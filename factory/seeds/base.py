@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import re
 from dataclasses import dataclass
@@ -180,22 +179,6 @@ HubOrLocalSerializer = PlainSerializer(_serialize_path, return_type=str, when_us
 
 # --- images ----------------------------------------------------------------------------------------
 
-_PIL_OBJECT = re.compile(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>")
-
-
-def check_image(data: bytes, label: str) -> str | None:
-    """None when PIL can parse `data` as an image (cheap `verify()`, no full decode), else the reason."""
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.verify()
-    except Exception as e:  # PIL raises several unrelated types for bad data
-        # PIL's message may name the BytesIO object with its address: drop it, reasons must be stable.
-        msg = _PIL_OBJECT.sub("", str(e)).strip() or type(e).__name__
-        return f"cannot decode image {label}: {msg}"
-    return None
-
 
 def read_image(path: Path, label: str) -> tuple[ImageRef | None, str | None]:
     """(ImageRef, None) for a decodable image file, else (None, reason). `label` names it in reasons."""
@@ -209,8 +192,7 @@ def read_image(path: Path, label: str) -> tuple[ImageRef | None, str | None]:
 
 
 def image_from_bytes(data: bytes, label: str) -> tuple[ImageRef | None, str | None]:
-    """(ImageRef, None) when `data` is a decodable image, else (None, reason)."""
-    error = check_image(data, label)
-    if error is not None:
-        return None, error
-    return ImageRef.from_bytes(data, source=label), None
+    """(ImageRef, None) when `data` is a whole image within the pixel limit, else (None, reason)."""
+    image = ImageRef.from_bytes(data, source=label)
+    error = image.check()
+    return (None, error) if error is not None else (image, None)

@@ -74,7 +74,7 @@ def test_jsonl_with_a_column_mapping_and_bad_rows(tmp_path, capsys):
         == f"input: {data}:3: invalid JSON: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"
     )
     assert reasons[2] == f"input: {data}:4: column 'caption' is null"
-    assert reasons[3].startswith(f"input: {data}:5: FileNotFoundError")
+    assert reasons[3].startswith(f"input: {data}:5: ValueError: cannot read image missing.png")
     # A rejected row keeps its columns; an unreadable line keeps its text in the text column.
     by_reason = {r["reject_reason"]: r for r in read(out, "captions", "rejected")}
     assert by_reason[reasons[1]]["caption"] == "{not json"
