@@ -12,7 +12,7 @@ from pathlib import Path
 
 UNKNOWN = "unknown"
 
-_SHA_RE = re.compile(r"^[0-9a-f]{40}$")
+SHA_RE = re.compile(r"^[0-9a-f]{40}$")  # a full git commit sha, the only Hub revision that cannot move
 _HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _FULL_HASH_LIMIT = 4 << 20  # files up to 4 MiB are hashed whole (configs, tokenizers, tiny weights)
 _WINDOW = 64 << 10  # larger files: 16 windows of 64 KiB spread over the file, plus the size
@@ -38,13 +38,24 @@ def resolve_revision(model: str, revision: str | None = None) -> str:
     path = Path(model).expanduser()
     if path.is_dir():
         return "local-" + hash_folder(path)[:16]
-    if revision and _SHA_RE.match(revision):
+    if revision and SHA_RE.match(revision):
         return revision
     if _HUB_ID_RE.match(model) and not path.exists():
         sha = _cached_sha(model, revision or "main") or _api_sha(model, revision)
         if sha:
             return sha
     return revision or UNKNOWN
+
+
+def is_resolved(revision: str | None) -> bool:
+    """True for a revision `resolve_revision` may have returned as final: a commit sha or a local hash."""
+    return bool(revision) and (revision.startswith("local-") or bool(SHA_RE.match(revision)))
+
+
+def record_revision(path: str, revision: str | None) -> str:
+    """The revision a backend records: `revision` as is when already resolved (the factory resolves
+    before it builds a backend, so a folder is not hashed twice), else `resolve_revision(path, revision)`."""
+    return revision if is_resolved(revision) else resolve_revision(path, revision)  # type: ignore[return-value]
 
 
 def hash_folder(folder: str | Path) -> str:
@@ -88,7 +99,7 @@ def _cached_sha(repo_id: str, ref: str) -> str | None:
         sha = ref_file.read_text().strip()
     except OSError:
         return None
-    return sha if _SHA_RE.match(sha) else None
+    return sha if SHA_RE.match(sha) else None
 
 
 def _api_sha(repo_id: str, revision: str | None) -> str | None:

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
+
+from mmsynth.prompts.files import atomic_open, write_atomic
 
 REPORT_DIR = "gain"
 FILES = ("report.json", "report.md", "gain.png")
@@ -22,18 +24,11 @@ def write_report(out_dir: str | Path, report: dict[str, Any]) -> dict[str, Path]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {name: out / name for name in FILES}
-    _atomic_write(paths["report.json"], json.dumps(report, indent=2, sort_keys=False).encode())
-    _atomic_write(paths["report.md"], markdown(report).encode())
-    tmp = out / ".gain.png.tmp"
-    plot(report, tmp)
-    tmp.replace(paths["gain.png"])
+    write_atomic(paths["report.json"], json.dumps(report, indent=2, sort_keys=False))
+    write_atomic(paths["report.md"], markdown(report))
+    with atomic_open(paths["gain.png"]) as f:
+        plot(report, f)
     return paths
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
 
 
 def _fmt(x: float) -> str:
@@ -81,7 +76,7 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(report: dict[str, Any], path: str | Path) -> None:
+def plot(report: dict[str, Any], path: str | Path | BinaryIO) -> None:
     """Score vs shots per arm, one panel per task; error bars are the standard deviation over seeds."""
     import matplotlib
 

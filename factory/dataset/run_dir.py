@@ -14,11 +14,12 @@ Layout:
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from mmsynth.prompts.files import atomic_open
 
 
 class RunDirError(Exception):
@@ -28,13 +29,9 @@ class RunDirError(Exception):
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
+    """`obj` as the run folder's JSON (indented, keys sorted) at `path`, atomically."""
+    with atomic_open(path, "w") as f:
         json.dump(obj, f, indent=2, sort_keys=True, default=str)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 @dataclass

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mmsynth.factory.dataset.records import Record
+from mmsynth.prompts.files import atomic_open
 
 FEATURES = datasets.Features(
     {
@@ -88,14 +88,9 @@ def write_shard(path: Path, records: Sequence[Record]) -> int:
     Never called with no records: `datasets` cannot read a zero-row Parquet file.
     """
     assert records, "empty shards are not written"
-    path.parent.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pylist([r.to_row() for r in records], schema=SCHEMA)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
+    with atomic_open(path, "wb") as f:
         pq.write_table(table, f, compression="zstd")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
     return path.stat().st_size
 
 

@@ -14,35 +14,20 @@ made alone and in a batch can differ by one level in a few pixels. The same batc
 
 from __future__ import annotations
 
-import asyncio
 import difflib
 import hashlib
 import inspect
-import re
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mmsynth.generators.inprocess.base import InProcessBackend, pick_device, pick_dtype
 from mmsynth.generators.inprocess.batching import answer_in_groups
-from mmsynth.generators.inprocess.memory import release_memory
-from mmsynth.generators.revision import resolve_revision
 from mmsynth.generators.types import Generation, GenerationRequest, Output
 from mmsynth.prompts.media import ImageRef
 
-_SHA_RE = re.compile(r"^[0-9a-f]{40}$")
-_DTYPES = {
-    "float32": "float32",
-    "fp32": "float32",
-    "bfloat16": "bfloat16",
-    "bf16": "bfloat16",
-    "float16": "float16",
-    "fp16": "float16",
-    "half": "float16",
-}
 IMAGE_KEYS = ("steps", "guidance_scale", "width", "height", "negative_prompt", "scheduler")
 # SD-family pipelines check height and width against 8 (the VAE's downscale), whatever the VAE.
 _SIZE_MULTIPLE = 8
@@ -88,18 +73,15 @@ class _Job:
     seed: int
 
 
-class DiffusersBackend:
+class DiffusersBackend(InProcessBackend):
     """A diffusers pipeline in this process: up to `batch_size` images per pipeline call, one call at a time.
 
-    model: what the user named (kept for lineage). path: the folder or Hub id to load (defaults to
-    `model`). revision: a Hub revision to load; the recorded `self.revision` is `resolve_revision(path,
-    revision)` (content hash for folders). batch_size: the most images in one pipeline call. device:
-    "auto" means cuda when available, else cpu. dtype: "auto" means bfloat16 on a GPU that supports it
+    Arguments as `InProcessBackend`; batch_size: the most images in one pipeline call. device: "auto"
+    means cuda when available, else cpu. dtype: "auto" means bfloat16 on a GPU that supports it
     (float16 on older GPUs), float32 on the CPU. options: see `DiffusersBackend.Options`.
     """
 
     name = "diffusers"
-    max_concurrency = 1
     Options = DiffusersOptions
 
     def __init__(
@@ -112,45 +94,19 @@ class DiffusersBackend:
         dtype: str = "auto",
         **options: Any,
     ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if dtype != "auto" and dtype not in _DTYPES:
-            raise ValueError(f"unknown dtype {dtype!r}; use 'auto' or one of {', '.join(sorted(_DTYPES))}")
-        self.options = self.Options.model_validate(options)
-        self.model = model
-        self.path = str(path or model)
-        self.batch_size = batch_size
-        self.device_arg = device
-        self.dtype_arg = dtype
-        if revision and (revision.startswith("local-") or _SHA_RE.match(revision)):
-            self.revision = revision  # the factory passes it resolved already
-        else:
-            self.revision = resolve_revision(self.path, revision)
-        # Load exactly what is recorded: the resolved commit when there is one (a branch may move).
-        if Path(self.path).expanduser().is_dir():
-            self._load_revision = None
-        elif _SHA_RE.match(self.revision):
-            self._load_revision = self.revision
-        else:
-            self._load_revision = revision
-        self._lock = threading.Lock()
+        self.options = self.Options.model_validate(options)  # before the revision lookup: cheap errors first
+        super().__init__(model, path, revision, batch_size, device, dtype)
         self._pipe: Any = None
         self._call_params: dict[str, inspect.Parameter] = {}
         self._schedulers: dict[str, type] = {}
-        self.device: str | None = None  # known after load()
-        self.dtype: str | None = None
-        self.pipeline_class: str | None = None
+        self.pipeline_class: str | None = None  # known after load()
 
     # -- lifecycle --------------------------------------------------------------------------------
 
-    def load(self) -> None:
-        """Load the pipeline now (idempotent), so that load errors surface before a run."""
-        with self._lock:
-            self._load_locked()
+    def _is_loaded(self) -> bool:
+        return self._pipe is not None
 
-    def _load_locked(self) -> None:
-        if self._pipe is not None:
-            return
+    def _load(self) -> None:
         import diffusers
         import torch
         from transformers.utils import logging as hf_logging
@@ -158,20 +114,13 @@ class DiffusersBackend:
         # The factory draws its own progress; per-component loading bars would interleave with it.
         diffusers.utils.logging.disable_progress_bar()
         hf_logging.disable_progress_bar()
-        device = self.device_arg
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = pick_device(self.device_arg)
         opts = self.options
         if opts.offload != "none" and not device.startswith("cuda"):
             raise ValueError(
                 f"offload {opts.offload!r} moves weights to a CUDA device; the device is {device!r}"
             )
-        dtype = _DTYPES.get(self.dtype_arg, self.dtype_arg)
-        if dtype == "auto":
-            if device.startswith("cuda"):
-                dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
-            else:
-                dtype = "float32"
+        dtype = pick_dtype(self.dtype_arg, device)
         kw: dict[str, Any] = {_dtype_kwarg(): getattr(torch, dtype)}
         if self._load_revision:
             kw["revision"] = self._load_revision
@@ -196,29 +145,20 @@ class DiffusersBackend:
         self._call_params = dict(inspect.signature(pipe.__call__).parameters)
         self.device, self.dtype, self.pipeline_class = device, dtype, type(pipe).__name__
 
-    def close(self) -> None:
-        """Free the pipeline (and GPU memory); a later `generate` loads it again."""
-        with self._lock:
-            self._pipe = None
-            self._schedulers.clear()
-            release_memory()
+    def _unload(self) -> None:
+        self._pipe = None
+        self._schedulers.clear()
 
     # -- generation -------------------------------------------------------------------------------
 
-    async def generate(self, requests: list[GenerationRequest]) -> list[Generation]:
-        """One Generation per request (n images each), in order; the pipeline runs in a worker thread."""
-        return await asyncio.to_thread(self.generate_sync, requests)
-
-    def generate_sync(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
-        """The blocking form of `generate`, for scripts and the worker thread."""
-        with self._lock:
-            self._load_locked()
-            return answer_in_groups(
-                requests,
-                self._prepare,
-                lambda req, job: tuple(sorted(job.settings.items())),
-                self._run_group,
-            )
+    def _generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        """One Generation per request (n images each), in order."""
+        return answer_in_groups(
+            requests,
+            self._prepare,
+            lambda req, job: tuple(sorted(job.settings.items())),
+            self._run_group,
+        )
 
     def _prepare(self, index: int, req: GenerationRequest) -> _Job | Generation:
         """Check one request's settings against the pipeline; a problem is this request's answer."""

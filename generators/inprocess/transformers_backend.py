@@ -13,32 +13,16 @@ share its batch (up to the tiny float differences left padding can cause), and a
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import hashlib
-import re
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+from mmsynth.generators.inprocess.base import InProcessBackend, pick_device, pick_dtype
 from mmsynth.generators.inprocess.batching import answer_in_groups
-from mmsynth.generators.inprocess.memory import release_memory
-from mmsynth.generators.revision import resolve_revision
 from mmsynth.generators.types import Generation, GenerationRequest, Output, SamplingParams
 from mmsynth.prompts.messages import ImagePart, TextPart
-
-_SHA_RE = re.compile(r"^[0-9a-f]{40}$")
-_DTYPES = {
-    "float32": "float32",
-    "fp32": "float32",
-    "bfloat16": "bfloat16",
-    "bf16": "bfloat16",
-    "float16": "float16",
-    "fp16": "float16",
-    "half": "float16",
-}
 
 
 @dataclass
@@ -61,17 +45,14 @@ class _Row:
     tokens: int
 
 
-class TransformersBackend:
+class TransformersBackend(InProcessBackend):
     """A transformers model in this process: batches of up to `batch_size` requests, one batch at a time.
 
-    model: what the user named (kept for lineage). path: the folder or Hub id to load (defaults to
-    `model`). revision: a Hub revision to load; the recorded `self.revision` is `resolve_revision(path,
-    revision)` (content hash for folders). device: "auto" means cuda when available, else cpu. dtype:
-    "auto" means bfloat16 on a GPU that supports it (float16 on older GPUs), float32 on the CPU.
+    Arguments as `InProcessBackend`. device: "auto" means cuda when available, else cpu. dtype: "auto"
+    means bfloat16 on a GPU that supports it (float16 on older GPUs), float32 on the CPU.
     """
 
     name = "transformers"
-    max_concurrency = 1
 
     def __init__(
         self,
@@ -82,57 +63,27 @@ class TransformersBackend:
         device: str = "auto",
         dtype: str = "auto",
     ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if dtype != "auto" and dtype not in _DTYPES:
-            raise ValueError(f"unknown dtype {dtype!r}; use 'auto' or one of {', '.join(sorted(_DTYPES))}")
-        self.model = model
-        self.path = str(path or model)
-        self.batch_size = batch_size
-        self.device_arg = device
-        self.dtype_arg = dtype
-        self.revision = resolve_revision(self.path, revision)
-        # Load exactly what is recorded: the resolved commit when there is one (a branch may move).
-        if Path(self.path).expanduser().is_dir():
-            self._load_revision = None
-        elif _SHA_RE.match(self.revision):
-            self._load_revision = self.revision
-        else:
-            self._load_revision = revision
-        self._lock = threading.Lock()
+        super().__init__(model, path, revision, batch_size, device, dtype)
         self._hf_model = None
         self._tokenizer = None
         self._processor = None  # VLMs only
         self.is_vlm: bool | None = None  # known after load()
-        self.device: str | None = None
-        self.dtype: str | None = None
         self.context_length: int | None = None
 
     # -- lifecycle --------------------------------------------------------------------------------
 
-    def load(self) -> None:
-        """Load model and tokenizer/processor now (idempotent), so that load errors surface before a run."""
-        with self._lock:
-            self._load_locked()
+    def _is_loaded(self) -> bool:
+        return self._hf_model is not None
 
-    def _load_locked(self) -> None:
-        if self._hf_model is not None:
-            return
+    def _load(self) -> None:
         import torch
         from transformers import AutoConfig
         from transformers.utils import logging as hf_logging
 
         # The factory draws its own progress; transformers' per-load bars would interleave with it.
         hf_logging.disable_progress_bar()
-        device = self.device_arg
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        dtype = _DTYPES.get(self.dtype_arg, self.dtype_arg)
-        if dtype == "auto":
-            if device.startswith("cuda"):
-                dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
-            else:
-                dtype = "float32"
+        device = pick_device(self.device_arg)
+        dtype = pick_dtype(self.dtype_arg, device)
         kw: dict[str, Any] = {"revision": self._load_revision} if self._load_revision else {}
         config = AutoConfig.from_pretrained(self.path, **kw)
         self.is_vlm = _is_vlm_config(config)
@@ -156,29 +107,19 @@ class TransformersBackend:
         self.device, self.dtype = device, dtype
         self.context_length = _context_length(config, tokenizer)
 
-    def close(self) -> None:
-        """Free the model (and GPU memory); a later `generate` loads it again."""
-        with self._lock:
-            self._hf_model = self._tokenizer = self._processor = None
-            release_memory()
+    def _unload(self) -> None:
+        self._hf_model = self._tokenizer = self._processor = None
 
     # -- generation -------------------------------------------------------------------------------
 
-    async def generate(self, requests: list[GenerationRequest]) -> list[Generation]:
-        """One Generation per request, in order; the batch runs in a worker thread."""
-        return await asyncio.to_thread(self.generate_sync, requests)
-
-    def generate_sync(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
-        """The blocking form of `generate`, for scripts and the worker thread."""
-        with self._lock:
-            self._load_locked()
-            return answer_in_groups(
-                requests,
-                self._prepare,
-                lambda req, prepared: _group_key(req.sampling),
-                self._run_group,
-                batch_size=self.batch_size,
-            )
+    def _generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        return answer_in_groups(
+            requests,
+            self._prepare,
+            lambda req, prepared: _group_key(req.sampling),
+            self._run_group,
+            batch_size=self.batch_size,
+        )
 
     def _prepare(self, index: int, req: GenerationRequest) -> _Prepared | Generation:
         """Decode images, apply the chat template and count tokens; a failure is this request's answer."""

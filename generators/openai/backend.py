@@ -44,14 +44,13 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 
-from mmsynth.generators.revision import resolve_revision
+from mmsynth.generators.revision import record_revision
 from mmsynth.generators.types import Generation, GenerationRequest, Output
 from mmsynth.prompts.media import ImageRef
 from mmsynth.prompts.messages import ImagePart, TextPart
 
 log = logging.getLogger(__name__)
 
-_SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 _OVERLOAD = {429, 503, 504}  # the server says "slower": retried, and the limiter halves
 _TRANSIENT = _OVERLOAD | {500, 502}
 _AUTH = {401, 403}
@@ -305,10 +304,7 @@ class OpenAIBackend:
         self.model = model
         self.path = str(path or model)
         self.batch_size = batch_size
-        if revision and (revision.startswith("local-") or _SHA_RE.match(revision)):
-            self.revision = revision  # the factory passes it resolved already
-        else:
-            self.revision = resolve_revision(self.path, revision)
+        self.revision = record_revision(self.path, revision)
         self.served_model_name = self.options.served_model_name or self.path
         # The engine sends this many lists at once; enough requests queue at the limiter to fill it.
         self.max_concurrency = max(2, math.ceil(2 * self.options.max_concurrency / batch_size))
