@@ -90,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     from mmsynth.factory.cli.show import add_show_command
     from mmsynth.factory.cli.studio import add_studio_command
     from mmsynth.factory.cli.validate import add_validate_command
+    from mmsynth.factory.cli.view import add_view_command
 
     p = argparse.ArgumentParser(
         prog="mmsynth", description="A factory for synthetic multimodal training data."
@@ -141,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_validate_command(sub)
     add_publish_command(sub)
     add_studio_command(sub)
+    add_view_command(sub)
     return p
 
 
