@@ -1,18 +1,16 @@
 """Semantic dedup: reject a text whose sentence embedding is too close (cosine) to one already kept.
 
 Embeddings come from a local sentence-embedding model folder (a sentence-transformers folder such as
-all-MiniLM-L6-v2, or any transformers encoder): `AutoModel` + the folder's pooling (mean by
-default), L2-normalised. Memory is the embedding matrix of the remembered records (float16 by
+all-MiniLM-L6-v2, or any transformers encoder), loaded and run by sentence-transformers itself so
+that every module of its pipeline (pooling of any mode, Dense, Normalize) applies; L2-normalised. Memory is the embedding matrix of the remembered records (float16 by
 default: 2 bytes per dimension) searched by matrix product in blocks; texts are never kept.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from pydantic import Field
@@ -20,6 +18,9 @@ from pydantic import Field
 from mmsynth.validators.base import ConfiguredValidator, ValidatorConfig
 from mmsynth.validators.ids import IdTable
 from mmsynth.validators.types import Candidate, Verdict
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
 
 _BLOCK_ROWS = 16384  # stored rows per block: also the rows converted to float32 per matmul
 
@@ -52,74 +53,41 @@ class SemanticDedupConfig(ValidatorConfig):
     )
 
 
-@dataclass
-class _Encoder:
-    tokenizer: Any
-    model: Any
-    pooling: str  # "mean", "cls" or "max"
-    max_length: int
-    device: str
+def load_encoder(path: str, device: str = "cpu", max_length: int | None = None) -> SentenceTransformer:
+    """The model folder (or Hub id) as sentence-transformers loads it, with its whole module pipeline.
+
+    sentence-transformers runs what `modules.json` lists (Transformer, any Pooling mode, Dense, Normalize,
+    ...), so the embeddings are the model's own; a plain transformers encoder gets mean pooling.
+    """
+    from sentence_transformers import SentenceTransformer
+
+    if not Path(path).exists() and _looks_local(path):
+        raise FileNotFoundError(f"semantic_dedup: model folder {path!r} does not exist")
+    model = SentenceTransformer(path, device=device)
+    if max_length is not None:
+        model.max_seq_length = max_length
+    elif model.max_seq_length is None:
+        model.max_seq_length = 256
+    return model.eval()
 
 
-def load_encoder(path: str, device: str = "cpu", max_length: int | None = None) -> _Encoder:
-    """Tokenizer and model from a sentence-transformers or transformers folder (or Hub id), with its pooling."""
-    from transformers import AutoModel, AutoTokenizer
-
-    folder, pooling, seq_len = Path(path), "mean", 256
-    modules = folder / "modules.json"
-    if modules.is_file():
-        for m in json.loads(modules.read_text()):
-            kind = m.get("type", "")
-            if kind.endswith("Transformer"):
-                folder = folder / m.get("path", "")
-                cfg = folder / "sentence_bert_config.json"
-                if not cfg.is_file():
-                    cfg = Path(path) / "sentence_bert_config.json"
-                if cfg.is_file():
-                    seq_len = int(json.loads(cfg.read_text()).get("max_seq_length") or seq_len)
-            elif kind.endswith("Pooling"):
-                pcfg = Path(path) / m.get("path", "") / "config.json"
-                if pcfg.is_file():
-                    modes = json.loads(pcfg.read_text())
-                    if modes.get("pooling_mode_cls_token"):
-                        pooling = "cls"
-                    elif modes.get("pooling_mode_max_tokens"):
-                        pooling = "max"
-    source = str(folder) if folder.exists() else path
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    model = AutoModel.from_pretrained(source).to(device).eval()
-    return _Encoder(tokenizer, model, pooling, max_length or seq_len, device)
+def _looks_local(path: str) -> bool:
+    """A path that cannot be a Hub id: Hub ids never start with '/', '.' or '~'."""
+    return path.startswith(("/", ".", "~"))
 
 
-def embed(encoder: _Encoder, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-    """(texts x dim) float32, L2-normalised; texts are batched by length to limit padding."""
-    import torch
-
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    out: np.ndarray | None = None
-    for s in range(0, len(order), batch_size):
-        idx = order[s : s + batch_size]
-        enc = encoder.tokenizer(
-            [texts[i] for i in idx],
-            padding=True,
-            truncation=True,
-            max_length=encoder.max_length,
-            return_tensors="pt",
-        ).to(encoder.device)
-        with torch.inference_mode():
-            hidden = encoder.model(**enc).last_hidden_state.float()
-        mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        if encoder.pooling == "cls":
-            pooled = hidden[:, 0]
-        elif encoder.pooling == "max":
-            pooled = hidden.masked_fill(mask == 0, float("-inf")).max(dim=1).values
-        else:
-            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-        pooled = torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy()
-        if out is None:
-            out = np.empty((len(texts), pooled.shape[1]), dtype=np.float32)
-        out[idx] = pooled
-    return out if out is not None else np.zeros((0, 0), dtype=np.float32)
+def embed(encoder: SentenceTransformer, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+    """(texts x dim) float32, L2-normalised (cosine is a dot product), batched by sentence-transformers."""
+    if not texts:
+        return np.zeros((0, 0), dtype=np.float32)
+    vecs = encoder.encode(
+        list(texts),
+        batch_size=batch_size,
+        convert_to_numpy=True,
+        normalize_embeddings=True,
+        show_progress_bar=False,
+    )
+    return np.asarray(vecs, dtype=np.float32)
 
 
 class SemanticDedupValidator(ConfiguredValidator[SemanticDedupConfig]):
@@ -135,7 +103,7 @@ class SemanticDedupValidator(ConfiguredValidator[SemanticDedupConfig]):
 
     def __init__(self, config: SemanticDedupConfig | None = None) -> None:
         super().__init__(config)
-        self._encoder: _Encoder | None = None
+        self._encoder: SentenceTransformer | None = None
         self._ids = IdTable()
         self._blocks: list[np.ndarray] = []  # (_BLOCK_ROWS x dim) store_dtype
         self._task_blocks: list[np.ndarray] = []  # (_BLOCK_ROWS,) int32 task numbers

@@ -123,3 +123,87 @@ def test_missing_model_folder_fails_on_load(tmp_path):
     v = SemanticDedupValidator(SemanticDedupConfig(model=str(tmp_path / "no-model")))
     with pytest.raises(OSError):
         v.load()
+
+
+# -- a pipeline the old hand-written loader got wrong: last-token pooling, Dense, Normalize -------------
+
+WORDS = [
+    "a",
+    "man",
+    "is",
+    "playing",
+    "guitar",
+    "on",
+    "stage",
+    "plays",
+    "the",
+    "dog",
+    "runs",
+    "across",
+    "sunny",
+    "park",
+    "report",
+    "shows",
+    "rising",
+    "revenue",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_st_dir(tmp_path_factory):
+    """A tiny random BERT with a locally written vocabulary, saved by sentence-transformers with
+    Transformer -> Pooling(lasttoken) -> Dense(32 -> 16, tanh) -> Normalize (no download)."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Dense, Normalize, Pooling, Transformer
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    root = tmp_path_factory.mktemp("tiny-st")
+    bert = root / "bert"
+    bert.mkdir()
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ",", *WORDS]
+    (bert / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizerFast(vocab_file=str(bert / "vocab.txt")).save_pretrained(bert)
+    torch.manual_seed(0)
+    cfg = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    BertModel(cfg).eval().save_pretrained(bert)
+    modules = [
+        Transformer(str(bert), max_seq_length=32),
+        Pooling(32, pooling_mode="lasttoken"),
+        Dense(32, 16),
+        Normalize(),
+    ]
+    SentenceTransformer(modules=modules, device="cpu").save(str(root / "st"))
+    return root
+
+
+def test_embeddings_are_the_libraries_own_for_any_pipeline(tiny_st_dir):
+    from sentence_transformers import SentenceTransformer
+
+    # Lengths differ, so a batch is padded and last-token pooling must skip the padding.
+    texts = ["a man plays guitar", "the dog runs across the sunny park .", "report", GUITAR.lower()]
+    ours = SemanticDedupValidator(SemanticDedupConfig(model=str(tiny_st_dir / "st"), batch_size=3))
+    got = ours.embed(texts)
+    want = SentenceTransformer(str(tiny_st_dir / "st"), device="cpu").encode(texts, convert_to_numpy=True)
+    assert got.shape == (4, 16)  # the Dense module's output, not the transformer's 32 hidden units
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_plain_transformers_folder_gets_mean_pooling(tiny_st_dir):
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    folder = str(tiny_st_dir / "bert")
+    got = SemanticDedupValidator(SemanticDedupConfig(model=folder)).embed(["a man plays guitar"])
+    tok, model = AutoTokenizer.from_pretrained(folder), AutoModel.from_pretrained(folder).eval()
+    with torch.inference_mode():
+        mean = model(**tok(["a man plays guitar"], return_tensors="pt")).last_hidden_state.mean(dim=1)
+    want = torch.nn.functional.normalize(mean, dim=-1).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-5)
