@@ -10,10 +10,10 @@ from mmsynth.factory.engine.plan import TaskPlan
 from mmsynth.factory.engine.stages import plain_fields
 from mmsynth.factory.engine.stats import ChunkStats
 from mmsynth.factory.seeds.base import Seed
+from mmsynth.generators.json_output import parse_json_output
 from mmsynth.generators.types import Generation, GenerationRequest
 from mmsynth.prompts.media import ImageRef
 from mmsynth.prompts.messages import stable_hash
-from mmsynth.validators import parse_json_output
 
 
 def assemble_records(
