@@ -10,6 +10,9 @@ Every arm trains for the same number of steps with the same seeds, and answers t
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -105,6 +108,200 @@ def build_pools(
     raise ValueError(f"unknown regime {cfg.regime!r}; choose from {', '.join(REGIMES)}")
 
 
+@dataclass
+class Measurement:
+    """Every arm's scores on the same evaluation examples: scores[arm][task][shots] is (seeds, examples)."""
+
+    tasks: list[EvalTask]
+    evals: dict[str, list[Example]]
+    exemplars: dict[str, list[Example]]
+    scores: dict[str, dict[str, dict[int, np.ndarray]]] = field(default_factory=dict)
+    samples: dict[str, dict[str, list[dict[str, str]]]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    trained: int = 0
+    """(arm, seed) trainings run here; the rest came from the arm cache."""
+
+    def compare(self, cfg: GainConfig, treatment: str, baseline: str) -> list[dict[str, Any]]:
+        """Paired gain of arm `treatment` over arm `baseline`, per task and shot count."""
+        rows = []
+        for task in self.tasks:
+            for k in cfg.shots:
+                g = paired_bootstrap(
+                    self.scores[treatment][task.name][k],
+                    self.scores[baseline][task.name][k],
+                    cfg.n_boot,
+                    cfg.level,
+                    cfg.seed,
+                )
+                rows.append(
+                    {"arm": treatment, "task": task.name, "metric": task.metric, "shots": k, **g.to_dict()}
+                )
+        return rows
+
+
+def prepare_evaluation(
+    cfg: GainConfig, real_train: Sequence[Example], real_eval: Sequence[Example]
+) -> Measurement:
+    """The evaluation examples and exemplar sets every arm is scored on (seeded, so the same for every arm)."""
+    tasks = cfg.task_list(real_eval)
+    if not tasks:
+        raise ValueError("the evaluation split has no example of any known task kind")
+    rng = random.Random(cfg.seed)
+    m = Measurement(tasks, {}, {})
+    for task in tasks:
+        ex = task.select(real_eval)
+        if not ex:
+            raise ValueError(f"task {task.name!r}: no {task.kind} example in the evaluation split")
+        m.evals[task.name] = rng.sample(ex, min(cfg.eval_size, len(ex)))
+        m.exemplars[task.name] = task.select(real_train)
+    if not is_vlm_folder(cfg.student):
+        # A text-only student cannot be scored on examples with images.
+        for task in list(tasks):
+            m.evals[task.name] = [e for e in m.evals[task.name] if not e.images]
+            m.exemplars[task.name] = [e for e in m.exemplars[task.name] if not e.images]
+            if not m.evals[task.name]:
+                tasks.remove(task)
+                m.notes.append(
+                    f"task {task.name} skipped: the student is text-only and its examples have images"
+                )
+        if not tasks:
+            raise ValueError("the student is text-only and every evaluation example has an image")
+    if cfg.seeds < 3:
+        m.notes.append(f"only {cfg.seeds} seed(s) per arm: intervals are not reported as reliable below 3")
+    return m
+
+
+def measure_arms(
+    cfg: GainConfig,
+    m: Measurement,
+    pools: Sequence[Pool],
+    log: Callable[[str], None] = print,
+    cache_dir: str | Path | None = None,
+) -> Measurement:
+    """Train a fresh student per (pool, seed) and score it on `m`'s examples; fills `m.scores` in place.
+
+    With `cache_dir`, each (pool, seed)'s scores are kept under a key of everything that decides them
+    (student, training config, seed, the pool's examples, the evaluation set, shots, trials), so a
+    rerun, or another measurement that holds the same arm, trains nothing twice.
+    """
+    for pool in pools:
+        m.scores[pool.name] = {
+            t.name: {k: np.zeros((cfg.seeds, len(m.evals[t.name]))) for k in cfg.shots} for t in m.tasks
+        }
+        for s in range(cfg.seeds):
+            key = arm_key(cfg, m, pool, s) if cache_dir is not None else None
+            cached = arm_cache_get(cache_dir, key) if key else None
+            if cached is None:
+                cached = _train_and_score(cfg, m, pool, s, log)
+                m.trained += 1
+                if key:
+                    arm_cache_put(cache_dir, key, cached)
+            for task in m.tasks:
+                for k in cfg.shots:
+                    m.scores[pool.name][task.name][k][s] = cached["scores"][task.name][str(k)]
+            if s == 0:
+                m.samples[pool.name] = cached["samples"]
+    return m
+
+
+def _train_and_score(cfg: GainConfig, m: Measurement, pool: Pool, s: int, log: Callable[[str], None]) -> dict:
+    t0 = time.time()
+    student = load_student(cfg.student, cfg.device, seed=s)
+    train_cfg = replace(cfg.train, seed=s)
+    if train_cfg.checkpoint_dir is not None:
+        train_cfg.checkpoint_dir = Path(train_cfg.checkpoint_dir) / pool.name / f"seed{s}"
+    n_usable = sum(usable(student, e) for e in pool.examples)
+    losses = train_student(student, pool.examples, train_cfg) if n_usable else []
+    out: dict[str, Any] = {"scores": {}, "samples": {}}
+    for task in m.tasks:
+        out["scores"][task.name] = {}
+        for k in cfg.shots:
+            row, preds = fewshot.evaluate(
+                student,
+                task,
+                m.evals[task.name],
+                m.exemplars[task.name],
+                k,
+                cfg.trials,
+                cfg.seed,
+                cfg.batch_size_eval,
+            )
+            out["scores"][task.name][str(k)] = [float(x) for x in row]
+            out["samples"][f"{task.name}@{k}"] = [
+                {"prediction": p, "reference": e.target}
+                for p, e in list(zip(preds, m.evals[task.name], strict=False))[:5]
+            ]
+    final = np.mean(losses[-10:]) if losses else float("nan")
+    log(
+        f"[gain] {pool.name} seed {s}: trained {len(losses)} steps (final loss {final:.3f}), evaluated in {time.time() - t0:.1f}s"
+    )
+    return out
+
+
+def _example_digest(e: Example) -> str:
+    h = hashlib.sha256()
+    for part in (e.id, e.kind, e.prompt, e.target, *e.references):
+        h.update(part.encode() + b"\0")
+    for img in e.images:
+        h.update(hashlib.sha256(img).digest())
+    return h.hexdigest()
+
+
+def arm_key(cfg: GainConfig, m: Measurement, pool: Pool, seed: int) -> str:
+    """Everything that decides one (pool, seed)'s scores, hashed; the pool's name is not part of it."""
+    train = {k: v for k, v in asdict(cfg.train).items() if k not in ("progress", "checkpoint_dir", "seed")}
+    payload = {
+        "v": 1,
+        "student": cfg.student,
+        "revision": student_revision(cfg.student),
+        "train": train,
+        "seed": seed,
+        "eval_seed": cfg.seed,
+        "shots": list(cfg.shots),
+        "trials": cfg.trials,
+        "pool": [_example_digest(e) for e in pool.examples],
+        "evals": {t: [_example_digest(e) for e in ex] for t, ex in sorted(m.evals.items())},
+        "exemplars": {t: [_example_digest(e) for e in ex] for t, ex in sorted(m.exemplars.items())},
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def arm_cache_get(cache_dir: str | Path | None, key: str | None) -> dict | None:
+    if cache_dir is None or key is None:
+        return None
+    path = Path(cache_dir) / f"{key}.json"
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None  # a torn write is a miss: the arm is trained again
+
+
+def arm_cache_put(cache_dir: str | Path, key: str, value: dict) -> None:
+    path = Path(cache_dir) / f"{key}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w") as f:
+        json.dump(value, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def student_revision(student: str) -> str:
+    """A folder's content revision (so a rebuilt student is a new arm); a Hub id as given."""
+    path = Path(student)
+    if not path.is_dir():
+        return student
+    h = hashlib.sha256()
+    for f in sorted(path.rglob("*")):
+        if f.is_file():
+            st = f.stat()
+            h.update(f"{f.relative_to(path)}:{st.st_size}".encode())
+            if f.suffix in (".json", ".safetensors", ".bin", ".model", ".txt"):
+                h.update(hashlib.sha256(f.read_bytes()).digest())
+    return h.hexdigest()[:16]
+
+
 def run_gain(
     cfg: GainConfig,
     real_train: Sequence[Example],
@@ -114,96 +311,40 @@ def run_gain(
     info: dict[str, Any] | None = None,
     log: Callable[[str], None] = print,
     pools: Sequence[Pool] | None = None,
+    cache_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Measure every treatment's gain over the baseline; write the report into `out_dir` when given.
 
     `info` (sources, decontamination result, split description) is copied into the report as is.
-    `pools` replaces the pools the config would build (the first one is the baseline).
-    Returns the report dict.
+    `pools` replaces the pools the config would build (the first one is the baseline); `cache_dir`
+    keeps each (pool, seed)'s scores so nothing is trained twice (see `measure_arms`). Returns the report.
     """
+    report, _ = measure_gain(cfg, real_train, real_eval, synthetic, out_dir, info, log, pools, cache_dir)
+    return report
+
+
+def measure_gain(
+    cfg: GainConfig,
+    real_train: Sequence[Example],
+    real_eval: Sequence[Example],
+    synthetic: Sequence[Example],
+    out_dir: str | Path | None = None,
+    info: dict[str, Any] | None = None,
+    log: Callable[[str], None] = print,
+    pools: Sequence[Pool] | None = None,
+    cache_dir: str | Path | None = None,
+    compare: Sequence[tuple[str, str]] = (),
+) -> tuple[dict[str, Any], Measurement]:
+    """`run_gain`, also returning the Measurement (raw scores) and reporting the `compare` pairs."""
     if cfg.seeds < 1:
         raise ValueError("seeds must be >= 1")
     started = time.time()
-    tasks = cfg.task_list(real_eval)
-    if not tasks:
-        raise ValueError("the evaluation split has no example of any known task kind")
-    rng = random.Random(cfg.seed)
-    evals: dict[str, list[Example]] = {}
-    exemplars: dict[str, list[Example]] = {}
-    for task in tasks:
-        ex = task.select(real_eval)
-        if not ex:
-            raise ValueError(f"task {task.name!r}: no {task.kind} example in the evaluation split")
-        evals[task.name] = rng.sample(ex, min(cfg.eval_size, len(ex)))
-        exemplars[task.name] = task.select(real_train)
-    notes: list[str] = []
-    if not is_vlm_folder(cfg.student):
-        # A text-only student cannot be scored on examples with images.
-        for task in list(tasks):
-            evals[task.name] = [e for e in evals[task.name] if not e.images]
-            exemplars[task.name] = [e for e in exemplars[task.name] if not e.images]
-            if not evals[task.name]:
-                tasks.remove(task)
-                notes.append(
-                    f"task {task.name} skipped: the student is text-only and its examples have images"
-                )
-        if not tasks:
-            raise ValueError("the student is text-only and every evaluation example has an image")
-    pools = list(pools) if pools else build_pools(cfg, real_train, synthetic, tasks)
-    if cfg.seeds < 3:
-        notes.append(f"only {cfg.seeds} seed(s) per arm: intervals are not reported as reliable below 3")
-    # scores[arm][task][shots] -> (seeds, examples)
-    scores: dict[str, dict[str, dict[int, np.ndarray]]] = {}
-    samples: dict[str, dict[str, list[dict[str, str]]]] = {}
-    for pool in pools:
-        scores[pool.name] = {
-            t.name: {k: np.zeros((cfg.seeds, len(evals[t.name]))) for k in cfg.shots} for t in tasks
-        }
-        for s in range(cfg.seeds):
-            t0 = time.time()
-            student = load_student(cfg.student, cfg.device, seed=s)
-            train_cfg = replace(cfg.train, seed=s)
-            if train_cfg.checkpoint_dir is not None:
-                train_cfg.checkpoint_dir = Path(train_cfg.checkpoint_dir) / pool.name / f"seed{s}"
-            n_usable = sum(usable(student, e) for e in pool.examples)
-            losses = train_student(student, pool.examples, train_cfg) if n_usable else []
-            for task in tasks:
-                for k in cfg.shots:
-                    row, preds = fewshot.evaluate(
-                        student,
-                        task,
-                        evals[task.name],
-                        exemplars[task.name],
-                        k,
-                        cfg.trials,
-                        cfg.seed,
-                        cfg.batch_size_eval,
-                    )
-                    scores[pool.name][task.name][k][s] = row
-                    if s == 0:
-                        samples.setdefault(pool.name, {})[f"{task.name}@{k}"] = [
-                            {"prediction": p, "reference": e.target}
-                            for p, e in list(zip(preds, evals[task.name], strict=False))[:5]
-                        ]
-            final = np.mean(losses[-10:]) if losses else float("nan")
-            log(
-                f"[gain] {pool.name} seed {s}: trained {len(losses)} steps (final loss {final:.3f}), evaluated in {time.time() - t0:.1f}s"
-            )
+    m = prepare_evaluation(cfg, real_train, real_eval)
+    pools = list(pools) if pools else build_pools(cfg, real_train, synthetic, m.tasks)
+    measure_arms(cfg, m, pools, log, cache_dir)
     base = pools[0].name
-    gains = []
-    for pool in pools[1:]:
-        for task in tasks:
-            for k in cfg.shots:
-                g = paired_bootstrap(
-                    scores[pool.name][task.name][k],
-                    scores[base][task.name][k],
-                    cfg.n_boot,
-                    cfg.level,
-                    cfg.seed,
-                )
-                gains.append(
-                    {"arm": pool.name, "task": task.name, "metric": task.metric, "shots": k, **g.to_dict()}
-                )
+    gains = [row for pool in pools[1:] for row in m.compare(cfg, pool.name, base)]
+    differences = [{**row, "versus": b} for a, b in compare for row in m.compare(cfg, a, b)]
     report = {
         "version": 1,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -224,33 +365,45 @@ def run_gain(
             t.name: {
                 "metric": t.metric,
                 "kind": t.kind,
-                "eval_examples": len(evals[t.name]),
-                "exemplars": len(exemplars[t.name]),
+                "eval_examples": len(m.evals[t.name]),
+                "exemplars": len(m.exemplars[t.name]),
             }
-            for t in tasks
+            for t in m.tasks
         },
         "arms": {
             p.name: {
                 **p.summary(),
                 "scores": {
                     t: {
-                        str(k): {"mean": float(m.mean()), "per_seed": [float(x) for x in m.mean(axis=1)]}
-                        for k, m in by_k.items()
+                        str(k): {"mean": float(a.mean()), "per_seed": [float(x) for x in a.mean(axis=1)]}
+                        for k, a in by_k.items()
                     }
-                    for t, by_k in scores[p.name].items()
+                    for t, by_k in m.scores[p.name].items()
                 },
-                "samples": samples.get(p.name, {}),
+                "samples": m.samples.get(p.name, {}),
             }
             for p in pools
         },
         "gains": gains,
-        "notes": notes + [n for p in pools for n in p.notes],
+        **({"differences": differences} if differences else {}),
+        "notes": m.notes + [n for p in pools for n in p.notes],
         "seconds": round(time.time() - started, 1),
         **(info or {}),
     }
     if out_dir is not None:
         write_report(out_dir, report)
-    return report
+    return report, m
 
 
-__all__ = ["REGIMES", "GainConfig", "build_pools", "report_dir", "run_gain", "split_real"]
+__all__ = [
+    "REGIMES",
+    "GainConfig",
+    "Measurement",
+    "build_pools",
+    "measure_arms",
+    "measure_gain",
+    "prepare_evaluation",
+    "report_dir",
+    "run_gain",
+    "split_real",
+]
