@@ -1,5 +1,6 @@
-"""OpenAIBackend through httpx.MockTransport: request bodies, parsing, retries, back-pressure, failures
-that stay per request, JSON repair, start-up checks, secrets, and the image policy."""
+"""OpenAIBackend against real aiohttp servers on 127.0.0.1 (chat_server.py): request bodies, parsing,
+retries, back-pressure, failures that stay per request, JSON repair, start-up checks, secrets, and the
+image policy."""
 
 from __future__ import annotations
 
@@ -10,75 +11,43 @@ import json
 import logging
 import time
 
-import httpx
 import pytest
+from chat_server import ChatServer, error, free_port, ok
 from pydantic import ValidationError
 
 from mmsynth.generators import build_backend
-from mmsynth.generators.openai.backend import AIMDLimiter, OpenAIBackend, ServerError, encode_image
+from mmsynth.generators.openai.backend import OpenAIBackend, ServerError, encode_image
 from mmsynth.generators.types import GenerationRequest, SamplingParams, request_key
 from mmsynth.prompts.media import ImageRef
 from mmsynth.prompts.messages import Message, RenderedPrompt, TextPart
 
 URL = "http://127.0.0.1:8000/v1"
+URL2 = "http://127.0.0.1:8001/v1"
 SECRET = "sk-test-7f3a9c1e5b2d4068"
 
 
-class FakeServer:
-    """An OpenAI-compatible server in a function. `chat` answers POST /chat/completions (a callable
-    taking the JSON body and the request, returning an httpx.Response); every request is recorded."""
-
-    def __init__(self, chat=None, models=("tiny",), health=200):
-        self.models = list(models)
-        self.health = health
-        self.chat = chat or (lambda body, req: ok(body))
-        self.bodies: list[dict] = []
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        path = request.url.path
-        if path == "/health":
-            return httpx.Response(self.health)
-        if path.endswith("/models"):
-            return httpx.Response(200, json={"object": "list", "data": [{"id": m} for m in self.models]})
-        if path.endswith("/chat/completions"):
-            body = json.loads(request.content)
-            self.bodies.append(body)
-            return self.chat(body, request)
-        return httpx.Response(404, json={"error": {"message": f"no route {path}"}})
-
-    def transport(self) -> httpx.MockTransport:
-        return httpx.MockTransport(self)
+_OPEN: list[ChatServer] = []
 
 
-def ok(body, texts=None, finish="stop", usage=(7, 5)) -> httpx.Response:
-    n = body.get("n", 1)
-    texts = texts or [f"answer {i}" for i in range(n)]
-    choices = [
-        {"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": finish}
-        for i, t in enumerate(texts)
-    ]
-    return httpx.Response(
-        200,
-        json={
-            "model": body["model"],
-            "choices": choices[::-1],  # out of order on purpose: index decides
-            "usage": {"prompt_tokens": usage[0], "completion_tokens": usage[1]},
-        },
-    )
+def serve(*args, **kw) -> ChatServer:
+    """A ChatServer closed at the end of the test."""
+    server = ChatServer(*args, **kw)
+    _OPEN.append(server)
+    return server
 
 
-def error(status: int, message: str, headers=None) -> httpx.Response:
-    return httpx.Response(status, json={"error": {"message": message, "code": status}}, headers=headers)
+@pytest.fixture(autouse=True)
+def _close_servers():
+    yield
+    while _OPEN:
+        _OPEN.pop().close()
 
 
-def make_backend(server: FakeServer, **options) -> OpenAIBackend:
-    options.setdefault("base_url", URL)
+def make_backend(server: ChatServer, **options) -> OpenAIBackend:
+    options.setdefault("base_url", server.url)
     options.setdefault("backoff_initial_s", 0.001)
     options.setdefault("backoff_max_s", 0.01)
-    b = OpenAIBackend("tiny", transport=server.transport(), **options)
-    return b
+    return OpenAIBackend("tiny", **options)
 
 
 @pytest.fixture
@@ -116,7 +85,7 @@ def structured_request(text="q", schema=None, **sampling) -> GenerationRequest:
 
 
 def test_body_has_messages_images_sampling_and_schema(backends, make_request, solid_image):
-    server = FakeServer()
+    server = serve()
     b = backends(server)
     img = solid_image("red")
     req = make_request(
@@ -155,7 +124,7 @@ def test_body_has_messages_images_sampling_and_schema(backends, make_request, so
 
 
 def test_text_only_messages_are_plain_strings_and_no_seed_or_stop_when_unset(backends, make_request):
-    server = FakeServer()
+    server = serve()
     b = backends(server)
     b.generate_sync([make_request("hello")])
     body = server.bodies[0]
@@ -164,7 +133,7 @@ def test_text_only_messages_are_plain_strings_and_no_seed_or_stop_when_unset(bac
 
 
 def test_structured_request_sends_a_strict_json_schema(backends):
-    server = FakeServer(chat=lambda body, r: ok(body, ['{"a": 1}']))
+    server = serve(chat=lambda body, r: ok(body, ['{"a": 1}']))
     b = backends(server)
     req = structured_request()
     b.generate_sync([req])
@@ -176,12 +145,12 @@ def test_structured_request_sends_a_strict_json_schema(backends):
 
 
 def test_choices_usage_finish_reason_and_extra(backends, make_request):
-    server = FakeServer(chat=lambda body, r: ok(body, ["x", "y"], finish="length", usage=(12, 9)))
+    server = serve(chat=lambda body, r: ok(body, ["x", "y"], finish="length", usage=(12, 9)))
     b = backends(server, served_model_name="tiny")
     [gen] = b.generate_sync([make_request("q", n=2)])
     assert [(o.text, o.finish_reason) for o in gen.outputs] == [("x", "length"), ("y", "length")]
     assert (gen.prompt_tokens, gen.completion_tokens, gen.error) == (12, 9, None)
-    assert gen.extra == {"server_model": "tiny", "replica": URL, "attempts": 1}
+    assert gen.extra == {"server_model": "tiny", "replica": server.url, "attempts": 1}
     assert json.loads(json.dumps(gen.to_json()))  # cacheable
 
 
@@ -194,7 +163,7 @@ def test_registry_builds_it_and_options_are_documented():
         batch_size=16,
         device="cuda",
         dtype="bfloat16",
-        base_url=URL,
+        base_url="http://127.0.0.1:8000/v1",
     )
     assert (b.name, b.model, b.revision, b.batch_size, b.served_model_name) == (
         "vllm-server",
@@ -203,7 +172,9 @@ def test_registry_builds_it_and_options_are_documented():
         16,
         "/no/such/folder",
     )
-    assert b.max_concurrency == 8  # lists in flight: 2 * 64 requests / 16 per list
+    assert b.max_concurrency == 64  # lists in flight: 2 * 512 requests / 16 per list
+    two = build_backend("vllm-server", model="m", revision="local-abc", batch_size=4, base_url=[URL, URL2])
+    assert two.max_concurrency == 512  # a limiter per replica: 2 * 2 * 512 / 4
     for name, field in OpenAIBackend.Options.model_fields.items():
         assert field.description, name
     for name, field in (
@@ -236,7 +207,7 @@ def test_a_bad_request_fails_alone(backends, make_request):
             return error(400, "This model's maximum context length is 512 tokens. However, ...")
         return ok(body)
 
-    b = backends(FakeServer(chat=chat))
+    b = backends(serve(chat=chat))
     gens = b.generate_sync([make_request("a"), make_request("too long"), make_request("b")])
     assert gens[1].error == "400: This model's maximum context length is 512 tokens. However, ..."
     assert gens[1].outputs == ()
@@ -246,7 +217,7 @@ def test_a_bad_request_fails_alone(backends, make_request):
 
 @pytest.mark.parametrize("status", [404, 413, 422])
 def test_other_client_errors_fail_the_request_with_the_server_message(backends, make_request, status):
-    b = backends(FakeServer(chat=lambda body, r: error(status, "nope")))
+    b = backends(serve(chat=lambda body, r: error(status, "nope")))
     [gen] = b.generate_sync([make_request("a")])
     assert gen.error == f"{status}: nope"
     assert b.stats["attempts"] == 1  # never retried
@@ -259,7 +230,7 @@ def test_429_then_success_is_retried_and_halves_concurrency(backends, make_reque
         calls.append(1)
         return error(429, "slow down") if len(calls) == 1 else ok(body)
 
-    b = backends(FakeServer(chat=chat), initial_concurrency=8)
+    b = backends(serve(chat=chat), initial_concurrency=8)
     [gen] = b.generate_sync([make_request("a")])
     assert gen.error is None and gen.extra["attempts"] == 2
     assert b.concurrency == 4
@@ -274,7 +245,7 @@ def test_retry_after_is_honoured(backends, make_request):
         return error(503, "busy", headers={"Retry-After": "0.2"}) if len(calls) == 1 else ok(body)
 
     # The backoff alone would wait at most 0.01 s (and at least 0): the gap shows Retry-After won.
-    b = backends(FakeServer(chat=chat))
+    b = backends(serve(chat=chat))
     [gen] = b.generate_sync([make_request("a")])
     assert gen.error is None
     assert 0.2 <= calls[1] - calls[0] < 2.0
@@ -287,7 +258,7 @@ def test_backoff_is_used_without_retry_after(backends, make_request):
         calls.append(time.monotonic())
         return error(502, "bad gateway") if len(calls) < 3 else ok(body)
 
-    b = backends(FakeServer(chat=chat), backoff_initial_s=0.05, backoff_max_s=1)
+    b = backends(serve(chat=chat), backoff_initial_s=0.05, backoff_max_s=1)
     [gen] = b.generate_sync([make_request("a")])
     assert gen.extra["attempts"] == 3
     assert calls[1] - calls[0] >= 0.05 and calls[2] - calls[1] >= 0.1  # doubled
@@ -295,7 +266,7 @@ def test_backoff_is_used_without_retry_after(backends, make_request):
 
 
 def test_exhausted_retries_raise(backends, make_request):
-    b = backends(FakeServer(chat=lambda body, r: error(503, "engine is dead")), max_retries=2)
+    b = backends(serve(chat=lambda body, r: error(503, "engine is dead")), max_retries=2)
     with pytest.raises(ServerError, match=r"gave up after 3 attempts: .*503: engine is dead"):
         b.generate_sync([make_request("a"), make_request("b")])
 
@@ -303,107 +274,82 @@ def test_exhausted_retries_raise(backends, make_request):
 def test_timeouts_are_retried_and_halve_concurrency(backends, make_request):
     calls = []
 
-    def chat(body, r):
+    async def chat(body, r):
         calls.append(1)
         if len(calls) == 1:
-            raise httpx.ReadTimeout("timed out", request=r)
+            await asyncio.sleep(2)  # past timeout_s
         return ok(body)
 
-    b = backends(FakeServer(chat=chat), initial_concurrency=6)
+    b = backends(serve(chat=chat), initial_concurrency=6, timeout_s=0.3)
     [gen] = b.generate_sync([make_request("a")])
     assert gen.error is None and gen.extra["attempts"] == 2
     assert b.concurrency == 3
 
 
 def test_401_stops_the_run(backends, make_request):
-    b = backends(FakeServer(chat=lambda body, r: error(401, "invalid api key")))
+    b = backends(serve(chat=lambda body, r: error(401, "invalid api key")))
     with pytest.raises(ServerError, match="401: invalid api key"):
         b.generate_sync([make_request("a")])
 
 
 def test_a_dead_replica_is_skipped_for_another(backends, make_request):
     def chat(body, r):
-        if r.url.port == 8001:
-            raise httpx.ConnectError("connection refused", request=r)
+        if r.transport.get_extra_info("sockname")[1] == server.ports[0]:
+            r.transport.abort()  # the connection drops, as when a server dies mid-request
         return ok(body)
 
-    b = backends(FakeServer(chat=chat), base_url=["http://127.0.0.1:8001/v1", URL])
-    b.load()
+    server = serve(chat=chat, ports=2)
+    b = backends(server, base_url=server.urls)
     gens = b.generate_sync([make_request(f"q{i}") for i in range(6)])
     assert all(g.error is None for g in gens)
-    assert {g.extra["replica"] for g in gens} == {URL}
+    assert {g.extra["replica"] for g in gens} == {server.urls[1]}
 
 
 def test_requests_are_spread_over_replicas_by_load(backends, make_request):
-    async def chat_async(request):
+    async def chat(body, r):
         await asyncio.sleep(0.02)
-        return ok(json.loads(request.content))
+        return ok(body)
 
-    server = FakeServer()
-    urls = ["http://127.0.0.1:8001/v1", "http://127.0.0.1:8002/v1"]
-    b = OpenAIBackend(
-        "tiny",
-        transport=httpx.MockTransport(lambda r: server(r) if "chat" not in r.url.path else chat_async(r)),
-        base_url=urls,
-    )
-    try:
-        gens = b.generate_sync([make_request(f"q{i}") for i in range(8)])
-    finally:
-        b.close()
+    server = serve(chat=chat, ports=2)
+    b = backends(server, base_url=server.urls)
+    gens = b.generate_sync([make_request(f"q{i}") for i in range(8)])
     used = [g.extra["replica"] for g in gens]
-    assert used.count(urls[0]) == used.count(urls[1]) == 4
+    assert used.count(server.urls[0]) == used.count(server.urls[1]) == 4
 
 
 def test_the_limiter_keeps_in_flight_requests_under_its_limit(backends, make_request):
     live, peak = [0], [0]
 
-    async def chat_async(request):
+    async def chat(body, r):
         live[0] += 1
         peak[0] = max(peak[0], live[0])
         await asyncio.sleep(0.01)
         live[0] -= 1
-        return ok(json.loads(request.content))
+        return ok(body)
 
-    server = FakeServer()
-    b = OpenAIBackend(
-        "tiny",
-        transport=httpx.MockTransport(lambda r: server(r) if "chat" not in r.url.path else chat_async(r)),
-        base_url=URL,
-        initial_concurrency=3,
-        max_concurrency=4,
-    )
-    try:
-        b.generate_sync([make_request(f"q{i}") for i in range(40)])
-        assert b.concurrency == 4
-    finally:
-        b.close()
-    assert peak[0] == 4  # started at 3, grew by one, never past the cap
+    b = backends(serve(chat=chat), initial_concurrency=3, max_concurrency=4)
+    b.generate_sync([make_request(f"q{i}") for i in range(40)])
+    assert b.concurrency == 4
+    assert peak[0] == 4  # started at 3, doubled to the cap, never past it
 
 
-def test_aimd_limiter_grows_per_window_halves_once_per_burst():
-    lim = AIMDLimiter(initial=4, cap=6)
+def test_each_replica_has_its_own_limit(backends, make_request):
+    def chat(body, r):
+        if r.transport.get_extra_info("sockname")[1] == server.ports[0]:
+            return error(429, "slow down")
+        return ok(body)
 
-    async def run():
-        for _ in range(4):
-            lim.release(await lim.acquire(), "ok")
-        assert lim.limit == 5
-        epochs = [await lim.acquire() for _ in range(3)]
-        for e in epochs:  # three 429s of requests sent together: one halving
-            lim.release(e, "overload")
-        assert lim.limit == 2
-        lim.release(await lim.acquire(), "overload")
-        assert lim.limit == 1
-        lim.release(await lim.acquire(), "overload")
-        assert lim.limit == 1  # never below one
-        for _ in range(50):
-            lim.release(await lim.acquire(), "ok")
-        assert lim.limit == 6  # never above the cap
-
-    asyncio.run(run())
+    server = serve(chat=chat, ports=2)
+    b = backends(server, base_url=server.urls, initial_concurrency=8, max_retries=8)
+    gens = b.generate_sync([make_request(f"q{i}") for i in range(4)])
+    assert all(g.error is None for g in gens)
+    overloaded, fine = (r.limiter for r in b._replicas.all)
+    assert overloaded.limit < 8 and not overloaded.slow_start  # only the replica that said 429 slowed down
+    assert fine.limit == 8 and fine.slow_start
 
 
 def test_generate_works_from_the_engine_loop_and_again_after_close(make_request):
-    server = FakeServer()
+    server = serve()
     b = make_backend(server)
     try:
         gens = asyncio.run(b.generate([make_request("a"), make_request("b")]))
@@ -425,7 +371,7 @@ def test_invalid_json_is_re_asked_once_with_the_error(backends):
             return ok(body, ['{"a": 1}', '{"a": "one"}', '{"a": '], usage=(10, 6))
         return ok(body, ['{"a": 2}'], usage=(20, 3))
 
-    server = FakeServer(chat=chat)
+    server = serve(chat=chat)
     b = backends(server)
     [gen] = b.generate_sync([structured_request(n=3, seed=5)])
     assert [o.text for o in gen.outputs] == ['{"a": 1}', '{"a": 2}', '{"a": 2}']
@@ -442,14 +388,14 @@ def test_invalid_json_is_re_asked_once_with_the_error(backends):
 
 
 def test_json_repair_is_bounded(backends):
-    server = FakeServer(chat=lambda body, r: ok(body, ["not json"] * body["n"]))
+    server = serve(chat=lambda body, r: ok(body, ["not json"] * body["n"]))
     b = backends(server, json_repair_attempts=2)
     [gen] = b.generate_sync([structured_request(n=1)])
     assert gen.outputs[0].text == "not json"  # still invalid: the factory rejects it
     assert gen.extra["json_repairs"] == 2
     assert len(server.bodies) == 3
 
-    server0 = FakeServer(chat=lambda body, r: ok(body, ["not json"]))
+    server0 = serve(chat=lambda body, r: ok(body, ["not json"]))
     b0 = backends(server0, json_repair_attempts=0)
     [gen] = b0.generate_sync([structured_request()])
     assert len(server0.bodies) == 1 and "json_repairs" not in gen.extra
@@ -461,7 +407,7 @@ def test_a_refused_repair_keeps_the_first_answer(backends):
             return ok(body, ["{"])
         return error(400, "context too long")
 
-    b = backends(FakeServer(chat=chat))
+    b = backends(serve(chat=chat))
     [gen] = b.generate_sync([structured_request()])
     assert gen.error is None and gen.outputs[0].text == "{"
 
@@ -470,43 +416,40 @@ def test_a_refused_repair_keeps_the_first_answer(backends):
 
 
 def test_load_names_the_url_and_the_models_served_when_the_model_is_missing():
-    b = make_backend(
-        FakeServer(models=["Qwen/Qwen2.5-VL-3B-Instruct", "other"]), served_model_name="Qwen/Qwen2.5-VL-3B"
-    )
+    server = serve(models=["Qwen/Qwen2.5-VL-3B-Instruct", "other"])
+    b = make_backend(server, served_model_name="Qwen/Qwen2.5-VL-3B")
     with pytest.raises(ServerError) as err:
         b.load()
     msg = str(err.value)
-    assert URL in msg
+    assert server.url in msg
     assert "does not serve model 'Qwen/Qwen2.5-VL-3B'" in msg
     assert "'Qwen/Qwen2.5-VL-3B-Instruct', 'other'" in msg
     assert "Did you mean 'Qwen/Qwen2.5-VL-3B-Instruct'?" in msg
-    assert b._loop is None  # nothing left running
+    assert b._thread is None  # nothing left running
 
 
 def test_load_fails_clearly_when_the_server_is_down():
-    def down(request):
-        raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
-
-    b = OpenAIBackend("tiny", base_url=URL, transport=httpx.MockTransport(down))
+    server = serve()
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    b = OpenAIBackend("tiny", base_url=[server.url, url])
     with pytest.raises(
-        ServerError, match=rf"cannot reach the server at {URL}: ConnectError: .*Connection refused"
+        ServerError, match=rf"cannot reach the server at {url}: ClientConnectorError: .*Is it running\?"
     ):
-        b.load()
+        b.load()  # every replica is checked
+    assert b._thread is None
 
 
 def test_health_404_is_tolerated_and_500_is_not(backends, make_request):
-    backends(FakeServer(health=404)).load()
+    backends(serve(health=404)).load()
     with pytest.raises(ServerError, match=r"/health answered 500"):
-        backends(FakeServer(health=500)).load()
+        backends(serve(health=500)).load()
 
 
 def test_a_served_path_that_is_the_same_folder_is_accepted(backends, tmp_path):
     folder = tmp_path / "model"
     folder.mkdir()
     (tmp_path / "link").symlink_to(folder)
-    b = OpenAIBackend(
-        str(tmp_path / "link"), transport=FakeServer(models=[str(folder)]).transport(), base_url=URL
-    )
+    b = OpenAIBackend(str(tmp_path / "link"), base_url=serve(models=[str(folder)]).url)
     try:
         b.load()
         assert b.served_model_name == str(folder)
@@ -531,12 +474,12 @@ def test_the_api_key_is_sent_but_never_shown(monkeypatch, make_request, caplog):
             return error(429, f"too many requests for {auth}")
         return ok(body)
 
-    server = FakeServer(chat=chat)
+    server = serve(chat=chat)
     b = make_backend(server, api_key_env="MY_KEY")
     try:
         gens = b.generate_sync([make_request("bad"), make_request("good")])
         assert all(
-            r.headers["authorization"] == f"Bearer {SECRET}" for r in server.requests if "chat" in r.url.path
+            r.headers["authorization"] == f"Bearer {SECRET}" for r in server.requests if "chat" in r.path
         )
         seen = [repr(b), repr(b.options), str(b.options.model_dump()), caplog.text]
         seen += [json.dumps(g.to_json()) for g in gens]
@@ -559,15 +502,30 @@ def test_credentials_in_the_url_are_refused_without_echoing_them():
     assert SECRET not in str(err.value)
 
 
+@pytest.mark.parametrize("query", [f"?token={SECRET}", f"?api-key={SECRET}&x=1", f"#{SECRET}"])
+def test_a_token_in_the_url_query_is_refused_without_echoing_it(query):
+    with pytest.raises(ValidationError) as err:
+        OpenAIBackend("m", base_url=f"http://127.0.0.1:8000/v1{query}")
+    assert "must not hold a query string" in str(err.value) and "api_key_env" in str(err.value)
+    assert SECRET not in str(err.value)
+
+
+def test_urls_are_joined_with_one_slash(backends, make_request):
+    server = serve()
+    b = backends(server, base_url=server.url + "/")
+    b.generate_sync([make_request("a")])
+    assert [r.path for r in server.requests] == ["/health", "/v1/models", "/v1/chat/completions"]
+
+
 def test_a_named_key_variable_that_is_unset_is_an_error(monkeypatch):
     monkeypatch.delenv("NO_SUCH_KEY", raising=False)
-    b = make_backend(FakeServer(), api_key_env="NO_SUCH_KEY")
+    b = make_backend(serve(), api_key_env="NO_SUCH_KEY")
     with pytest.raises(ServerError, match="environment variable NO_SUCH_KEY is not set"):
         b.load()
 
 
 def test_openai_api_key_is_the_default_only_when_set(monkeypatch, backends, make_request):
-    server = FakeServer()
+    server = serve()
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     backends(server).generate_sync([make_request("a")])
     assert "authorization" not in server.requests[-1].headers
@@ -601,7 +559,7 @@ def test_image_policy(solid_image):
 def test_resize_applies_to_requests_and_a_broken_image_fails_only_its_request(
     backends, make_request, solid_image
 ):
-    server = FakeServer()
+    server = serve()
     b = backends(server, image_max_side=32)
     broken = ImageRef.from_bytes(b"\x89PNG not really", source="seeds/cat.png")
     gens = b.generate_sync([make_request(solid_image("red", size=(64, 48)), "x"), make_request(broken, "y")])
@@ -610,3 +568,18 @@ def test_resize_applies_to_requests_and_a_broken_image_fails_only_its_request(
     assert len(server.bodies) == 1
     _, pil = decode(server.bodies[0]["messages"][0]["content"][0]["image_url"]["url"])
     assert pil.size == (32, 24)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'Here is the JSON: {"a": 1}',  # prose around it: the factory parses it, so no re-ask
+        '{"a": 1, "note": "line one\nline two"}',  # a raw newline in a string
+    ],
+)
+def test_outputs_the_factory_accepts_are_not_re_asked(backends, text):
+    server = serve(chat=lambda body, r: ok(body, [text]))
+    b = backends(server)
+    [gen] = b.generate_sync([structured_request()])
+    assert gen.outputs[0].text == text
+    assert len(server.bodies) == 1 and "json_repairs" not in gen.extra
