@@ -155,6 +155,13 @@ class Backend(Protocol):
     batch_size: int
     max_concurrency: int
 
+    def load(self) -> None:
+        """Load the model (or reach the server) now, idempotently, so that a model that cannot load stops
+        the run before any record is made; `generate` loads on first use when this was not called."""
+        ...
+
     async def generate(self, requests: list[GenerationRequest]) -> list[Generation]: ...
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Free the model, processes and connections; a later `load` or `generate` may start them again."""
+        ...

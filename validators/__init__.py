@@ -20,7 +20,7 @@ from mmsynth.validators.registry import (
     parse_validator_config,
     validator_config_model,
 )
-from mmsynth.validators.stack import applies, remember_accepted, run_stack
+from mmsynth.validators.stack import remember_accepted, run_stack
 from mmsynth.validators.stats import ValidatorStats, reason_key, tally
 from mmsynth.validators.text.consistency import CaptionConsistencyConfig, CaptionConsistencyValidator
 from mmsynth.validators.text.heuristics import HeuristicsConfig, HeuristicsValidator
@@ -58,7 +58,6 @@ __all__ = [
     "ValidatorConfig",
     "ValidatorStats",
     "Verdict",
-    "applies",
     "build_validator",
     "build_validators",
     "known_validators",

@@ -60,5 +60,9 @@ class ConfiguredValidator(Generic[C]):
         # Stateless validators have nothing to remember; dedup overrides this.
         return None
 
+    def close(self) -> None:
+        # Only validators with models (llm_judge, clip_score) hold anything to free.
+        return None
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config!r})"

@@ -7,12 +7,6 @@ from collections.abc import Sequence
 from mmsynth.validators.types import Candidate, Validator, Verdict
 
 
-def applies(validator: Validator, task: str) -> bool:
-    """Whether `validator` sees candidates of `task`; a validator without `applies_to` sees every task."""
-    applies_to = getattr(validator, "applies_to", None)
-    return True if applies_to is None else bool(applies_to(task))
-
-
 def run_stack(validators: Sequence[Validator], candidates: Sequence[Candidate]) -> list[list[Verdict]]:
     """Verdicts for each candidate, in validator order; a rejected candidate is not shown to later validators.
 
@@ -22,7 +16,7 @@ def run_stack(validators: Sequence[Validator], candidates: Sequence[Candidate]) 
     verdicts: list[list[Verdict]] = [[] for _ in candidates]
     alive = list(range(len(candidates)))
     for validator in validators:
-        shown = [i for i in alive if applies(validator, candidates[i].task)]
+        shown = [i for i in alive if validator.applies_to(candidates[i].task)]
         if not shown:
             continue
         got = validator.check([candidates[i] for i in shown])
@@ -59,5 +53,5 @@ def remember_accepted(
         if verdict_lists is not None and not is_accepted(verdict_lists[k]):
             continue
         for validator in validators:
-            if applies(validator, c.task):
+            if validator.applies_to(c.task):
                 validator.remember(c)

@@ -58,7 +58,17 @@ class Validator(Protocol):
     """
 
     name: str
+    # True when `remember` matters: a resume replays finished records only into stateful validators.
+    stateful: bool
+
+    def applies_to(self, task: str) -> bool:
+        """Whether candidates of `task` are shown to this validator (its `tasks:` scope)."""
+        ...
 
     def check(self, candidates: list[Candidate]) -> list[Verdict]: ...
 
     def remember(self, candidate: Candidate) -> None: ...
+
+    def close(self) -> None:
+        """Free models and connections (llm_judge, clip_score); a later `check` loads them again."""
+        ...

@@ -250,13 +250,11 @@ def load_backend(name: str, spec: ModelSpec, args: dict[str, Any]) -> Backend:
         backend = build_backend(spec.backend, **args)
     except Exception as e:  # a bad dtype, a bad device: the user's setting, not our bug
         raise ModelLoadError(f"{what} could not be set up: {e}") from e
-    load = getattr(backend, "load", None)
-    if load is not None:
-        try:
-            load()
-        except Exception as e:  # a model that cannot load stops the run before any record is made
-            backend.close()
-            raise ModelLoadError(f"{what} could not be loaded: {e}") from e
+    try:
+        backend.load()
+    except Exception as e:  # a model that cannot load stops the run before any record is made
+        backend.close()
+        raise ModelLoadError(f"{what} could not be loaded: {e}") from e
     return backend
 
 

@@ -91,9 +91,7 @@ def _run_plan(
         for b in plan.backends.values():
             b.close()
         for v in plan.validators:
-            close = getattr(v, "close", None)
-            if close is not None:
-                close()  # validators with models (llm_judge, clip_score) free them here
+            v.close()  # validators with models (llm_judge, clip_score) free them here
     stats = merge_chunks(_chunk_infos(run_dir), time.monotonic() - started)
     _finish(plan, run_dir, stats)
     return RunResult(run_dir.path, stats)
@@ -130,7 +128,7 @@ def _chunk_infos(run_dir: RunDir) -> list[dict[str, Any]]:
 def _replay_accepted(plan: Plan, run_dir: RunDir, finished: int) -> None:
     """Give stateful validators (dedup) the accepted records of finished chunks, in stream order,
     so their state equals that of an uninterrupted run."""
-    stateful = [v for v in plan.validators if getattr(v, "stateful", False)]
+    stateful = [v for v in plan.validators if v.stateful]
     if not stateful:
         return
     order = {name: i for i, name in enumerate(plan.subsets)}

@@ -37,11 +37,9 @@ def close_validators(validators: Sequence[Validator]) -> None:
     """Free what validators hold (llm_judge's and clip_score's models); each is closed even if one fails."""
     errors = []
     for v in validators:
-        close = getattr(v, "close", None)
-        if close is not None:
-            try:
-                close()
-            except Exception as e:  # close the others first; the first failure is raised after
-                errors.append(e)
+        try:
+            v.close()
+        except Exception as e:  # close the others first; the first failure is raised after
+            errors.append(e)
     if errors:
         raise errors[0]

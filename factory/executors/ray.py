@@ -378,6 +378,9 @@ class RayBackend:
         ex = self.ray.exceptions
         return (ex.RayActorError, ex.WorkerCrashedError, ex.NodeDiedError, ex.ObjectLostError)
 
+    def load(self) -> None:
+        """Nothing to do here: each actor loads its model when it starts."""
+
     def close(self) -> None:
         """Let each actor close its backend (stopping servers it launched), then end it."""
         handles = [s.handle for s in self.slots]

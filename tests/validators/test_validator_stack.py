@@ -5,6 +5,7 @@ import pytest
 from mmsynth.validators import (
     Candidate,
     ExactDedupValidator,
+    Validator,
     Verdict,
     build_validator,
     remember_accepted,
@@ -72,23 +73,23 @@ def test_applies_to_scopes_validators(batch):
     assert not verdicts[0][-1].keep
 
 
-def test_validator_without_applies_to_sees_every_task(batch):
-    class Plain:  # only the Validator protocol: name, check, remember
+def test_the_protocol_declares_scope_memory_and_close(batch):
+    class Plain:  # name, check and remember only: no task scope, no stateful flag, no close
         name = "plain"
 
-        def __init__(self):
-            self.seen = []
-
         def check(self, candidates):
-            self.seen += [c.id for c in candidates]
             return [Verdict.ok(self.name) for _ in candidates]
 
         def remember(self, candidate):
             pass
 
-    plain = Plain()
-    run_stack([plain], batch)
-    assert plain.seen == ["a", "b", "c", "d"]
+    assert not isinstance(Plain(), Validator)
+    unscoped = ExactDedupValidator()  # the base class's defaults: every task, nothing to close
+    assert isinstance(unscoped, Validator) and unscoped.stateful
+    assert all(unscoped.applies_to(c.task) for c in batch)
+    assert unscoped.close() is None
+    [verdicts] = run_stack([unscoped], batch[:1])
+    assert [v.validator for v in verdicts] == ["exact_dedup"]
 
 
 def test_no_validator_called_with_an_empty_batch(make_candidate):

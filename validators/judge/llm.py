@@ -204,9 +204,7 @@ class LLMJudgeValidator(ConfiguredValidator[LLMJudgeConfig]):
                         **spec.options,
                     )
                     built.append(backend)
-                    load = getattr(backend, "load", None)
-                    if load is not None:
-                        load()
+                    backend.load()
             except BaseException:
                 for b in built:
                     b.close()
