@@ -1,7 +1,9 @@
-"""MinHash near-duplicate dedup: mmsynth's `minhash_dedup` against Data-Juicer 1.6.1's
-`document_minhash_deduplicator`, on the same synthetic documents with planted near-duplicates.
+"""MinHash near-duplicate dedup: mmsynth's `minhash_dedup` against datasketch's `MinHash` + `MinHashLSH`
+and Data-Juicer 1.6.1's `document_minhash_deduplicator`, on the same synthetic documents with planted
+near-duplicates.
 
     .venv/bin/python bench/dedup.py [--n 100000] [--num-perm 128] [--threshold 0.7] [--verify both|on|off]
+                                    [--peers datasketch,data-juicer]
 
 Input (written once to bench/.cache/dedup/docs-<n>.jsonl, fixed seed): documents of 40-300 words drawn
 from a 50,000-word pseudo-vocabulary (Zipf-like), with planted pairs: 12% of the documents are an
@@ -16,14 +18,20 @@ peak RSS (VmHWM) is reset once the documents are loaded, so "peak" is the peak d
 "added" is that minus the RSS after loading.
 - mmsynth: `MinHashDedupValidator.check` + `remember` of the kept records, streaming in batches of
   1,000 (what the factory does). Timed: that loop.
+- datasketch (a bench-only dependency of the main venv: `pip install datasketch`), run by
+  bench/_datasketch_side.py with the same streaming and the same verify setting(s) as mmsynth: with
+  verify on, an LSH candidate counts only when `MinHash.jaccard` reaches the threshold. Timed:
+  shingling, `MinHash.generator`, `query` and `insert`.
 - Data-Juicer: in bench/.cache/venv-dj (made on first use: `py-data-juicer==1.6.1` plus `aiohttp`
   and `scipy`, which its import path and optimal_param need but it does not declare), run by
   bench/_dj_side.py. Timed: `map(compute_hash)` + `process`.
 Scores on the planted pairs: a pair is found when either member is removed; recall = found / pairs;
 precision = removed documents that were the second copy of a still-kept near-duplicate / all removed.
 
-The headline, printed last: `dedup ratio=<mmsynth records/s / Data-Juicer records/s>` (target > 1 at
-equal or better recall), for mmsynth's default settings (verify on).
+Each peer's ratio is printed as `dedup-vs-<peer> ratio=<mmsynth records/s / peer records/s>`, for
+mmsynth's default settings (verify on; datasketch with verify on too). The headline, printed last:
+`dedup ratio=<the smallest of those>`, i.e. against the fastest peer (target > 1 at equal or better
+recall).
 """
 
 from __future__ import annotations
@@ -42,6 +50,8 @@ from _rss import peak_rss_kib, reset_peak_rss
 
 DJ_VERSION = "1.6.1"
 DJ_SIDE = C.BENCH_DIR / "_dj_side.py"
+DATASKETCH_SIDE = C.BENCH_DIR / "_datasketch_side.py"
+PEERS = ("datasketch", "data-juicer")
 NGRAM = 5
 
 
@@ -265,6 +275,22 @@ def show(name: str, n: int, res: dict, sc: dict) -> None:
     print(f"  recall by Jaccard: {sc['recall_by_jaccard']}")
 
 
+def side_cmd(py: str, script: Path | str, data: Path, out: Path, args, *extra: str) -> list[str]:
+    return [
+        py,
+        str(script),
+        "--data",
+        str(data),
+        "--result",
+        str(out),
+        "--num-perm",
+        str(args.num_perm),
+        "--threshold",
+        str(args.threshold),
+        *extra,
+    ]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=100_000)
@@ -274,7 +300,12 @@ def main() -> None:
         "--verify",
         choices=("on", "off", "both"),
         default="both",
-        help="mmsynth's verify setting(s) to run; the headline uses 'on' (the default)",
+        help="verify setting(s) to run for mmsynth and datasketch; the headline uses 'on' (the default)",
+    )
+    ap.add_argument(
+        "--peers",
+        default=",".join(PEERS),
+        help=f"comma-separated peers to run against mmsynth, of: {', '.join(PEERS)}",
     )
     ap.add_argument("--venv", type=Path, default=C.CACHE_DIR / "venv-dj")
     ap.add_argument("--side", choices=("mmsynth",), help=argparse.SUPPRESS)
@@ -283,70 +314,63 @@ def main() -> None:
     args = ap.parse_args()
     if args.side == "mmsynth":
         return mmsynth_side(args)
+    peers = [p for p in args.peers.split(",") if p]
+    if unknown := set(peers) - set(PEERS):
+        raise SystemExit(f"unknown peers {sorted(unknown)}; known: {', '.join(PEERS)}")
 
     data, truth_path = write_docs(args.n)
     truth = json.loads(truth_path.read_text())
     all_ids = [json.loads(line)["id"] for line in data.open()]
     work = C.scratch("dedup-")
-    results = {}
-    for verify in ["on", "off"] if args.verify == "both" else [args.verify]:
+    verifies = ["on", "off"] if args.verify == "both" else [args.verify]
+    head_verify = "on" if "on" in verifies else verifies[0]
+    rates: dict[str, float] = {}
+    for verify in verifies:
         out = work / f"mmsynth-{verify}.json"
-        cmd = [
-            sys.executable,
-            __file__,
-            "--side",
-            "mmsynth",
-            "--data",
-            str(data),
-            "--result",
-            str(out),
-            "--num-perm",
-            str(args.num_perm),
-            "--threshold",
-            str(args.threshold),
-            "--verify",
-            verify,
-        ]
-        res = run_side(cmd, out, f"mmsynth (verify {verify})")
-        results[verify] = res
+        res = run_side(
+            side_cmd(sys.executable, __file__, data, out, args, "--side", "mmsynth", "--verify", verify),
+            out,
+            f"mmsynth (verify {verify})",
+        )
         show(
             f"mmsynth minhash_dedup (verify {verify})",
             args.n,
             res,
             score(all_ids, set(res["kept_ids"]), truth),
         )
+        rates[f"mmsynth-{verify}"] = args.n / res["seconds"]
 
-    py = ensure_dj_venv(args.venv.resolve())
-    out = work / "dj.json"
-    dj = run_side(
-        [
-            str(py),
-            str(DJ_SIDE),
-            "--data",
-            str(data),
-            "--num-perm",
-            str(args.num_perm),
-            "--threshold",
-            str(args.threshold),
-            "--ngram",
-            str(NGRAM),
-            "--cache-dir",
-            str(work / "hf"),
-            "--result",
-            str(out),
-        ],
-        out,
-        "Data-Juicer",
-    )
-    dj_score = score(all_ids, set(dj["kept_ids"]), truth)
-    show(f"Data-Juicer {dj['version']} document_minhash_deduplicator", args.n, dj, dj_score)
-    print(
-        f"  (of which map(compute_hash) {dj['hash_s']:.2f} s, process (LSH tables, union-find, filter) {dj['lsh_s']:.2f} s)"
-    )
+    if "datasketch" in peers:
+        for verify in verifies:
+            out = work / f"datasketch-{verify}.json"
+            cmd = side_cmd(sys.executable, DATASKETCH_SIDE, data, out, args, "--ngram", str(NGRAM))
+            res = run_side([*cmd, "--verify", verify], out, f"datasketch (verify {verify})")
+            sc = score(all_ids, set(res["kept_ids"]), truth)
+            show(f"datasketch {res['version']} MinHash + MinHashLSH (verify {verify})", args.n, res, sc)
+            rates[f"datasketch-{verify}"] = args.n / res["seconds"]
 
-    head = results.get("on") or next(iter(results.values()))
-    ratio = (args.n / head["seconds"]) / (args.n / dj["seconds"])
-    print(f"dedup ratio={ratio:.3f}")
+    if "data-juicer" in peers:
+        py = ensure_dj_venv(args.venv.resolve())
+        out = work / "dj.json"
+        extra = ("--ngram", str(NGRAM), "--cache-dir", str(work / "hf"))
+        dj = run_side(side_cmd(str(py), DJ_SIDE, data, out, args, *extra), out, "Data-Juicer")
+        dj_score = score(all_ids, set(dj["kept_ids"]), truth)
+        show(f"Data-Juicer {dj['version']} document_minhash_deduplicator", args.n, dj, dj_score)
+        print(
+            f"  (of which map(compute_hash) {dj['hash_s']:.2f} s, process (LSH tables, union-find, filter) {dj['lsh_s']:.2f} s)"
+        )
+        rates["data-juicer"] = args.n / dj["seconds"]
+
+    ours = rates[f"mmsynth-{head_verify}"]
+    ratios = {}
+    if "datasketch" in peers:
+        ratios["datasketch"] = ours / rates[f"datasketch-{head_verify}"]
+    if "data-juicer" in peers:
+        ratios["data-juicer"] = ours / rates["data-juicer"]
+    for peer, r in ratios.items():
+        print(f"dedup-vs-{peer} ratio={r:.3f}")
+    if ratios:
+        print(f"dedup ratio={min(ratios.values()):.3f}")
 
 
 if __name__ == "__main__":

@@ -1,13 +1,19 @@
 """The push path up to the network: what is committed, in which batches, what is skipped on resume,
-what is retried, and that the token goes nowhere. A fake HfApi stands in for the Hub; the real push
-is the `network` test at the end."""
+what is retried, and that the token goes to the Hub and nowhere else. A fake HfApi stands in for the
+Hub, and for the token a fake Hub server behind the real HfApi; the real push is the `network` test
+at the end."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import threading
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
+from urllib.parse import urlsplit
 
 import pytest
 from huggingface_hub.errors import HfHubHTTPError
@@ -256,15 +262,94 @@ def test_pacer_keeps_commits_within_the_hourly_budget():
     assert len(sleeps) == 1
 
 
-def test_the_token_appears_nowhere(tmp_path, monkeypatch, capsys):
+class _HubHandler(BaseHTTPRequestHandler):
+    """Just enough of the Hub's HTTP API for `push_plan` on the real `HfApi`: create the repo, its info,
+    an empty file tree, preupload (every file inline, 'regular') and the commit. The first commit gets a
+    429 and the first create a 500, so the retry messages are printed too. Every request is recorded."""
+
+    requests: ClassVar[list[dict]] = []
+    fail_next: ClassVar[dict[str, int]] = {}
+
+    def log_message(self, *args):  # the server's own access log is not the code under test
+        pass
+
+    def _answer(self, status: int, body: object) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _handle(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        path = urlsplit(self.path).path
+        self.requests.append(
+            {"method": self.command, "path": path, "auth": self.headers.get("Authorization"), "body": body}
+        )
+        kind = next((k for k in ("create", "preupload", "commit", "tree") if f"/{k}" in path), "info")
+        if self.fail_next.get(kind):
+            self.fail_next[kind] -= 1
+            return self._answer(429 if kind == "commit" else 500, {"error": f"fake hub: {kind} busy"})
+        if kind == "create":
+            return self._answer(200, {"url": f"{self.server.url}/datasets/me/data"})
+        if kind == "tree":
+            return self._answer(200, [])
+        if kind == "preupload":
+            files = json.loads(body)["files"]
+            return self._answer(
+                200,
+                {
+                    "files": [
+                        {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files
+                    ]
+                },
+            )
+        if kind == "commit":
+            return self._answer(
+                200,
+                {
+                    "commitUrl": f"{self.server.url}/datasets/me/data/commit/{'0' * 40}",
+                    "commitOid": "0" * 40,
+                    "pullRequestUrl": None,
+                },
+            )
+        return self._answer(200, {"id": "me/data", "private": True, "sha": "0" * 40})
+
+    do_GET = do_POST = _handle
+
+
+@pytest.fixture
+def local_hub(monkeypatch):
+    """The fake Hub on 127.0.0.1, made the endpoint of every `HfApi`, with online mode for this test."""
+    import huggingface_hub.constants
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _HubHandler)
+    server.url = f"http://127.0.0.1:{server.server_port}"
+    _HubHandler.requests = []
+    _HubHandler.fail_next = {"create": 1, "commit": 1}
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", server.url)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    yield _HubHandler
+    server.shutdown()
+    server.server_close()
+
+
+def test_the_token_reaches_the_hub_and_appears_nowhere_else(tmp_path, monkeypatch, capfd, local_hub):
+    # The token comes only from the environment, as for a user: push_plan builds the real HfApi itself.
     monkeypatch.setenv("HF_TOKEN", TOKEN)
-    plan, hub = make_plan(tmp_path), FakeHub()
-    hub.fail = {"create_commit": [http_error(429)], "create_repo": [http_error(500)]}
-    push(plan, hub)
-    out = capsys.readouterr()
+    plan = make_plan(tmp_path, 2)
+    push_plan(plan, "me/data", settings=FAST, sleep=lambda s: None, progress=True)
+    commits = [r for r in local_hub.requests if r["path"].endswith("/commit/main")]
+    assert len(commits) == 3  # two batches of two files, one retried after its 429
+    assert {r["auth"] for r in local_hub.requests} == {f"Bearer {TOKEN}"}  # on every request
+    assert all(TOKEN.encode() not in r["body"] for r in local_hub.requests)  # not in any payload
+    out = capfd.readouterr()
+    assert "429" in out.err and "500" in out.err  # the retry messages were printed, without it
     assert TOKEN not in out.out + out.err
-    assert all(TOKEN.encode() not in data for data in hub.files.values())
-    assert all(TOKEN not in m for m, _ in hub.commits)
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and TOKEN.encode() in p.read_bytes()]
 
 
 @pytest.mark.network
