@@ -10,8 +10,24 @@ from pathlib import Path
 from mmsynth.factory.dataset.run_dir import RunDirError
 from mmsynth.factory.errors import RecipeError
 
+_INTERRUPTED = (
+    "[mmsynth] interrupted; finished shards and cached answers are kept. Run the same command to resume."
+)
+
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from mmsynth.factory.engine.interrupts import handling
+
+    # From the first line on: Ctrl-C while modules import or models load also ends cleanly (exit 130).
+    with handling():
+        try:
+            return _run(args)
+        except KeyboardInterrupt:
+            print(_INTERRUPTED, file=sys.stderr)
+            return 130
+
+
+def _run(args: argparse.Namespace) -> int:
     from mmsynth.factory.engine.chunks import Interrupted
     from mmsynth.factory.engine.dispatch import BackendFailure
     from mmsynth.factory.engine.plan import ModelLoadError
@@ -28,10 +44,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         result = run_recipe(args.recipe, args.out, fresh=args.fresh, progress=not args.quiet, ray=ray)
     except Interrupted:
-        print(
-            "[mmsynth] interrupted; finished shards and cached answers are kept. Run the same command to resume.",
-            file=sys.stderr,
-        )
+        print(_INTERRUPTED, file=sys.stderr)
         return 130
     except ModelLoadError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
-import signal
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +17,7 @@ from mmsynth.factory.dataset.run_dir import RunDir, write_json_atomic
 from mmsynth.factory.dataset.shards import read_replay_rows, shard_path
 from mmsynth.factory.engine.cache import ResponseCache
 from mmsynth.factory.engine.chunks import Interrupted, Progress, run_engine
+from mmsynth.factory.engine.interrupts import draining, handling, write_stderr
 from mmsynth.factory.engine.plan import Plan, build_plan, load_backends
 from mmsynth.factory.engine.progress import show_progress
 from mmsynth.factory.engine.stats import merge_chunks
@@ -47,14 +46,15 @@ def run_recipe(
     """Run (or resume) `recipe_path` into `out`. Raises RecipeError/RunDirError before writing anything
     when the recipe or the folder is wrong, Interrupted on Ctrl-C (after draining), BackendFailure when
     a model fails as a whole. `ray`: serve the models from Ray actors (docs/ray.md); the output is the same."""
-    recipe = load_recipe(recipe_path)
-    plan = build_plan(recipe)
-    if ray is None:
-        return _run_plan(plan, out, fresh, progress, load_backends)
-    from mmsynth.factory.executors.ray import ray_executor
+    with handling():  # Ctrl-C: see factory/engine/interrupts.py
+        recipe = load_recipe(recipe_path)
+        plan = build_plan(recipe)
+        if ray is None:
+            return _run_plan(plan, out, fresh, progress, load_backends)
+        from mmsynth.factory.executors.ray import ray_executor
 
-    with ray_executor(plan, ray) as load:
-        return _run_plan(plan, out, fresh, progress, load)
+        with ray_executor(plan, ray) as load:
+            return _run_plan(plan, out, fresh, progress, load)
 
 
 def _run_plan(
@@ -97,28 +97,31 @@ def _run_plan(
     return RunResult(run_dir.path, stats)
 
 
+class _Stop(asyncio.Event):
+    """The engine's stop event, also set by a plain flag: the signal handler may run while the loop is
+    blocked in synchronous code (reading a seed), and the engine must see the stop at its next check
+    without waiting for the loop to run the wake-up callback."""
+
+    requested = False
+
+    def is_set(self) -> bool:
+        return self.requested or super().is_set()
+
+
 async def _run_async(plan: Plan, run_dir: RunDir, cache, seeds, first: int, counter: Progress) -> None:
-    stop = asyncio.Event()
+    stop = _Stop()
     loop = asyncio.get_running_loop()
 
-    def on_signal() -> None:
-        if stop.is_set():  # second Ctrl-C: quit now; finished chunks and cached answers are safe on disk
-            raise KeyboardInterrupt
-        stop.set()
-        print(
-            "\n[mmsynth] stopping: finishing the requests in flight (Ctrl-C again to quit at once)",
-            file=sys.stderr,
+    def on_first() -> None:  # runs in the signal handler: no locks, no print
+        stop.requested = True
+        with contextlib.suppress(RuntimeError):  # the loop is already closing
+            loop.call_soon_threadsafe(stop.set)
+        write_stderr(
+            "\n[mmsynth] stopping: finishing the requests in flight (Ctrl-C again to quit at once)\n"
         )
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread, or Windows
-            loop.add_signal_handler(sig, on_signal)
-    try:
+    with draining(on_first):
         await run_engine(plan, run_dir, cache, seeds, first, counter, stop)
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.remove_signal_handler(sig)
 
 
 def _chunk_infos(run_dir: RunDir) -> list[dict[str, Any]]:

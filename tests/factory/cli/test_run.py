@@ -174,30 +174,179 @@ def test_kill_9_then_rerun_equals_an_uninterrupted_run(reference, tmp_path):
     assert set(log_keys(out, "sent")) == set(log_keys(ref_out, "sent"))
 
 
-def test_ctrl_c_drains_and_resume_completes(reference, tmp_path):
-    _, ref_out = reference
-    recipe = write_recipe(tmp_path / "recipe.yaml", count=24, chunk=4)
-    out = tmp_path / "run"
-    proc = subprocess.Popen(
+def write_fifo_recipe(base: Path, *, fifo: bool, count: int = 8, at: int = 4) -> Path:
+    """A jsonl recipe whose seed `at` names an image that is a FIFO when `fifo`: the run reads seeds
+    0..at-1, then blocks in the read of that image until the test feeds it (see feed_fifo). Without
+    `fifo` the same bytes are a plain file: the reference an interrupted run must reproduce."""
+    from PIL import Image
+
+    imgs = base / "imgs"
+    imgs.mkdir(parents=True)
+    lines = []
+    for i in range(count):
+        path = imgs / f"{i}.png"
+        if fifo and i == at:
+            os.mkfifo(path)
+        else:
+            Image.new("RGB", (32, 32), (40 * i % 256, 90, 200)).save(path)
+        lines.append(json.dumps({"n": i, "file": f"imgs/{i}.png"}))
+    (base / "seeds.jsonl").write_text("\n".join(lines) + "\n")
+    recipe = base / "recipe.yaml"
+    recipe.write_text(
+        textwrap.dedent(
+            """\
+            name: fifo
+            seed: 7
+            seeds: {type: jsonl, path: seeds.jsonl, image_field: file}
+            models: {vlm: {backend: transformers, model: "tiny:vlm", device: cpu}}
+            tasks: [{name: captions, template: caption.short, model: vlm, sampling: {max_tokens: 8}}]
+            validators: [{type: heuristics, reject_truncated: false, min_chars: 1}]
+            output: {chunk_size: 2}
+            """
+        )
+    )
+    return recipe
+
+
+def fifo_image(at: int = 4) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 32), (40 * at % 256, 90, 200)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def open_fifo_writer(fifo: Path, proc: subprocess.Popen | None, deadline: float) -> int | None:
+    """The FIFO's write end once a reader has opened it (the run is blocked reading the seed), or None
+    when the process ended or the deadline passed first. Non-blocking open: nothing here can hang."""
+    import errno
+    import fcntl
+
+    while time.time() < deadline and (proc is None or proc.poll() is None):
+        try:
+            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as e:
+            if e.errno != errno.ENXIO:  # ENXIO: no reader yet
+                raise
+            time.sleep(0.01)
+            continue
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+        return fd
+    return None
+
+
+def feed_fifo(fifo: Path, data: bytes, stop) -> None:
+    """Serve `data` to every reader of `fifo` until `stop` is set (runs in a thread during a resume)."""
+    while not stop.is_set():
+        fd = open_fifo_writer(fifo, None, time.time() + 0.2)
+        if fd is not None:
+            os.write(fd, data)
+            os.close(fd)
+
+
+def run_feeding(recipe: Path, out: Path, fifo: Path) -> subprocess.CompletedProcess:
+    import threading
+
+    stop = threading.Event()
+    feeder = threading.Thread(target=feed_fifo, args=(fifo, fifo_image(), stop), daemon=True)
+    feeder.start()
+    try:
+        return run_cli(recipe, out)
+    finally:
+        stop.set()
+        feeder.join(timeout=5)
+
+
+def start_run(recipe: Path, out: Path) -> subprocess.Popen:
+    return subprocess.Popen(
         [sys.executable, "-m", "mmsynth.factory.cli.main", "run", str(recipe), "--out", str(out), "-q"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    marker = out / ".mmsynth" / "chunks" / "00000.json"
-    deadline = time.time() + 300
-    while not marker.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
+
+
+def rows(run: Path) -> list[dict]:
+    """Every row of every shard, without the wall-clock column, sorted by id."""
+    files = sorted((run / "data").glob("*/*.parquet"))
+    ds = datasets.load_dataset("parquet", data_files=[str(f) for f in files], split="train")
+    return sorted(({k: v for k, v in r.items() if k != "created_at"} for r in ds), key=lambda r: r["id"])
+
+
+@pytest.fixture(scope="module")
+def fifo_reference(tmp_path_factory):
+    base = tmp_path_factory.mktemp("fifo-ref")
+    recipe = write_fifo_recipe(base, fifo=False)
+    assert main(["run", str(recipe), "--out", str(base / "run"), "-q"]) == 0
+    return rows(base / "run")
+
+
+def test_ctrl_c_drains_and_resume_completes(fifo_reference, tmp_path):
+    recipe = write_fifo_recipe(tmp_path, fifo=True)
+    fifo, out = tmp_path / "imgs" / "4.png", tmp_path / "run"
+    proc = start_run(recipe, out)
+    fd = open_fifo_writer(fifo, proc, time.time() + 300)
+    assert fd is not None, proc.communicate()[1]
+    # The run is blocked reading seed 4 with chunks 0 and 1 in flight: Ctrl-C now, then let it go on.
     proc.send_signal(signal.SIGINT)
+    os.write(fd, fifo_image())
+    os.close(fd)
     _, err = proc.communicate(timeout=300)
-    if proc.returncode == 0:
-        pytest.skip("the run finished before Ctrl-C arrived")
     assert proc.returncode == 130, err
-    assert "resume" in err
+    assert "resume" in err and "Traceback" not in err
+    assert not (out / "manifest.json").exists()
     # Every batch that was sent before the stop was answered and cached: nothing in flight was lost.
     assert set(log_keys(out, "sent")) == set(log_keys(out, "answered"))
-    assert run_cli(recipe, out).returncode == 0
-    assert ids(out) == ids(ref_out)
+    assert run_feeding(recipe, out, fifo).returncode == 0
+    assert rows(out) == fifo_reference
+
+
+def test_ctrl_c_twice_quits_at_once_and_the_folder_resumes(fifo_reference, tmp_path):
+    recipe = write_fifo_recipe(tmp_path, fifo=True)
+    fifo, out = tmp_path / "imgs" / "4.png", tmp_path / "run"
+    proc = start_run(recipe, out)
+    fd = open_fifo_writer(fifo, proc, time.time() + 300)
+    assert fd is not None, proc.communicate()[1]
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    try:  # never fed: the second Ctrl-C alone must end it
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        pytest.fail("the second Ctrl-C did not end the run")
+    finally:
+        os.close(fd)
+    assert proc.returncode == 130, err
+    assert "quitting at once" in err and "resume" in err and "Traceback" not in err
+    assert run_feeding(recipe, out, fifo).returncode == 0
+    assert rows(out) == fifo_reference
+
+
+def test_ctrl_c_twice_during_start_up_exits_130_without_a_traceback(fifo_reference, tmp_path):
+    recipe = write_fifo_recipe(tmp_path, fifo=True)
+    fifo, out = tmp_path / "imgs" / "4.png", tmp_path / "run"
+    proc = start_run(recipe, out)
+    claimed = out / ".mmsynth" / "run.json"  # written just before the models load
+    deadline = time.time() + 300
+    while not claimed.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        pytest.fail("Ctrl-C twice during start-up did not end the run")
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "resume" in err, err
+    assert run_feeding(recipe, out, fifo).returncode == 0
+    assert rows(out) == fifo_reference
 
 
 def test_corrupt_image_seed_becomes_a_rejected_record(tmp_path):
