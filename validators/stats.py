@@ -11,11 +11,17 @@ from typing import Any
 from mmsynth.validators.types import Verdict
 
 
-def reason_key(reason: str | None) -> str:
-    """The group a reason counts under: its text up to the first ':' ("too short: 3 < 10 chars" -> "too short")."""
+def reason_key(reason: str | None, fields: int = 1) -> str:
+    """The group a reason counts under: its first `fields` ':'-separated fields, stripped.
+
+    One cut for every count of reasons. A verdict's reason groups by one field ("too short: 3 < 10
+    chars" -> "too short"); a record's reject reason is the rejecting validator's name, ": ", then its
+    reason, so stats.json's `reject_reasons` group it by two ("heuristics: too short: 3 < 10 chars" ->
+    "heuristics: too short"), the same group under the validator's name. Empty -> "(no reason)".
+    """
     if not reason:
         return "(no reason)"
-    return reason.split(":", 1)[0].strip()
+    return ":".join(reason.split(":", fields)[:fields]).strip()
 
 
 @dataclass

@@ -15,6 +15,30 @@ def test_reason_key_groups_by_prefix():
     assert reason_key(None) == "(no reason)"
 
 
+@pytest.mark.parametrize(
+    "validator, reason",
+    [
+        ("heuristics", "too short: 3 < 10 chars"),
+        ("heuristics", "truncated"),
+        ("json_schema", "output is not valid JSON: Expecting value: line 1 column 1 (char 0)"),
+        ("exact_dedup", "duplicate: same text as rec-1"),
+    ],
+)
+def test_one_cut_for_verdicts_and_records(validator, reason):
+    """A record's reject reason ("<validator>: <reason>", stats.json's reject_reasons) and the verdict's
+    reason (the validator's own `reasons`) fall in the same group: one cut, one more field for the name."""
+    record_reason = f"{validator}: {reason}"
+    assert reason_key(record_reason, fields=2) == f"{validator}: {reason_key(reason)}"
+
+
+def test_record_reasons_keep_two_fields():
+    # The keys stats.json had before the two reason_key functions became one.
+    assert reason_key("heuristics: too short: 2 < 10 chars", 2) == "heuristics: too short"
+    assert reason_key("heuristics: charset", 2) == "heuristics: charset"
+    assert reason_key(" generation failed ", 2) == "generation failed"
+    assert reason_key("a:b:c:d", 3) == "a:b:c"
+
+
 def test_counts_reasons_and_scores():
     stats = ValidatorStats("heuristics")
     for v in [
