@@ -41,8 +41,26 @@ def test_large_weight_files_are_sampled_but_still_tracked(tmp_path):
     assert resolve_revision(str(d), None) != rev
 
 
-def test_tiny_model_revision_is_stable(tiny_lm):
-    assert resolve_revision(str(tiny_lm), None) == resolve_revision(str(tiny_lm), None)
+def test_a_real_model_folder_keeps_its_revision_when_copied_and_loses_it_when_a_weight_changes(
+    tiny_lm, tmp_path
+):
+    rev = resolve_revision(str(tiny_lm), None)
+    copy = shutil.copytree(tiny_lm, tmp_path / "elsewhere" / "lm")
+    assert resolve_revision(str(copy), None) == rev  # same bytes at another path: the same model
+
+    (weights,) = copy.glob("*.safetensors")
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0x01  # one bit of the last weight (hashed whole or in the last window alike)
+    weights.write_bytes(bytes(data))
+    changed = resolve_revision(str(copy), None)
+    assert changed != rev
+    assert resolve_revision(str(tiny_lm), None) == rev  # the original is untouched
+
+    (copy / ".cache").mkdir()
+    (copy / ".cache" / "lock").write_text("x")  # download/lock leftovers are not the model
+    assert resolve_revision(str(copy), None) == changed
+    weights.rename(copy / "renamed.safetensors")  # names count: a loader looks files up by name
+    assert resolve_revision(str(copy), None) not in (rev, changed)
 
 
 def test_hub_ids(tmp_path, monkeypatch):
