@@ -5,11 +5,11 @@ Adding a backend is one module plus one entry here; nothing registers itself on 
 
 from __future__ import annotations
 
-import difflib
 import importlib
 from typing import Any
 
 from mmsynth.generators.types import Backend
+from mmsynth.prompts.names import did_you_mean
 
 BACKENDS: dict[str, str] = {
     "transformers": "mmsynth.generators.inprocess.transformers_backend:TransformersBackend",
@@ -29,8 +29,7 @@ def backend_class(name: str) -> type:
     try:
         target = BACKENDS[name]
     except KeyError:
-        close = difflib.get_close_matches(name, BACKENDS, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
+        hint = did_you_mean(name, BACKENDS)
         raise ValueError(
             f"unknown backend {name!r}; known backends: {', '.join(known_backends())}.{hint}"
         ) from None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,6 +11,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
 from mmsynth.prompts.errors import TemplateError
+from mmsynth.prompts.names import did_you_mean
 
 INPUT_TYPES = ("text", "image", "json", "list", "number")
 # Names the renderer puts in the context itself, or that Jinja gives a meaning of its own.
@@ -331,9 +331,8 @@ def _sampling_problem(key: str, value: Any) -> str | None:
 
 
 def _did_you_mean(word: str, choices: tuple[str, ...], what: str, known: bool = True) -> str:
-    close = difflib.get_close_matches(word, choices, n=1)
-    hint = f"Did you mean '{close[0]}'? " if close else ""
-    return hint + (f"Known {what}: {', '.join(choices)}." if known else "")
+    hint = did_you_mean(word, choices).lstrip()
+    return (hint + (f" Known {what}: {', '.join(choices)}." if known else "")).lstrip()
 
 
 def _is_int(value: Any) -> bool:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import builtins
-import difflib
 from collections.abc import Iterable, Iterator
 from importlib.resources import files
 from pathlib import Path
 
 from mmsynth.prompts.errors import TemplateError
+from mmsynth.prompts.names import did_you_mean
 from mmsynth.prompts.template import PromptTemplate, parse_template
 
 BUILTIN_PACKAGE = "mmsynth.prompts.builtin"
@@ -35,10 +35,10 @@ class TemplateRegistry:
         versions = {v: t for (i, v), t in self._templates.items() if i == template_id}
         if not versions:
             ids = self.ids()
-            close = difflib.get_close_matches(template_id, ids, n=3)
-            hint = f"Did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+            hint = did_you_mean(template_id, ids, n=3).lstrip()
             raise TemplateError(
-                f"unknown template '{template_id}'", f"{hint}Known templates: {', '.join(ids) or 'none'}."
+                f"unknown template '{template_id}'",
+                f"{hint} Known templates: {', '.join(ids) or 'none'}.".lstrip(),
             )
         if not sep:
             return versions[max(versions)]

@@ -6,10 +6,10 @@ class, plus one entry here. Nothing registers itself on import.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from mmsynth.prompts.names import did_you_mean
 from mmsynth.validators.base import ValidatorConfig
 from mmsynth.validators.dedup.decontam import DecontaminationConfig, DecontaminationValidator
 from mmsynth.validators.dedup.exact import ExactDedupConfig, ExactDedupValidator
@@ -100,6 +100,4 @@ def build_validators(specs: Sequence[Mapping[str, Any] | ValidatorConfig]) -> li
 
 
 def _unknown(type_name: str) -> str:
-    close = difflib.get_close_matches(type_name, VALIDATORS, n=1, cutoff=0.6)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    return f"unknown validator type {type_name!r}{hint} (known: {', '.join(known_validators())})"
+    return f"unknown validator type {type_name!r} (known: {', '.join(known_validators())}).{did_you_mean(type_name, VALIDATORS)}"

@@ -7,8 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from mmsynth.factory.dataset.run_dir import RunDirError
-from mmsynth.factory.errors import RecipeError
+from mmsynth.prompts.errors import MmsynthError
 
 _INTERRUPTED = (
     "[mmsynth] interrupted; finished shards and cached answers are kept. Run the same command to resume."
@@ -30,7 +29,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from mmsynth.factory.engine.chunks import Interrupted
     from mmsynth.factory.engine.dispatch import BackendFailure
-    from mmsynth.factory.engine.plan import ModelLoadError
     from mmsynth.factory.engine.runner import run_recipe
 
     ray = None
@@ -46,9 +44,6 @@ def _run(args: argparse.Namespace) -> int:
     except Interrupted:
         print(_INTERRUPTED, file=sys.stderr)
         return 130
-    except ModelLoadError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
     except BackendFailure as e:
         print(
             f"[mmsynth] a model backend failed: {e}\nFinished shards are kept; fix the cause and rerun to resume.",
@@ -163,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (RecipeError, RunDirError) as e:
+    except MmsynthError as e:  # every error the user can fix: its message, no traceback, its exit code
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -102,20 +101,14 @@ def add_prompts_commands(subparsers: argparse._SubParsersAction) -> argparse.Arg
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    try:
-        templates = TemplateRegistry(args.templates or ()).list()
-    except TemplateError as e:
-        return _user_error(e)
+    templates = TemplateRegistry(args.templates or ()).list()
     rows = [[t.ref, t.task, _shorten(t.description, 60), t.hash[:12]] for t in templates]
     _print_table(["REF", "TASK", "DESCRIPTION", "HASH"], rows)
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    try:
-        t = _find(args.id, args.templates)
-    except TemplateError as e:
-        return _user_error(e)
+    t = _find(args.id, args.templates)
     inputs = ", ".join(
         f"{name} ({spec.type}{', optional' if spec.optional else ''}"
         f"{f', default {spec.default!r}' if spec.default is not None else ''})"
@@ -140,11 +133,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    try:
-        t = _find(args.id, args.templates)
-        prompt = render_template(t, _load_vars(Path(args.vars), t))
-    except TemplateError as e:
-        return _user_error(e)
+    t = _find(args.id, args.templates)
+    prompt = render_template(t, _load_vars(Path(args.vars), t))
     for message in prompt.messages:
         print(f"=== {message.role} ===")
         print("".join(_image_label(p.image) if isinstance(p, ImagePart) else p.text for p in message.parts))
@@ -164,9 +154,7 @@ def cmd_lint(args: argparse.Namespace) -> int:
         elif path.is_file():
             files.append(path)
         else:
-            return _user_error(
-                TemplateError("no such file or folder", "Pass .j2 files or folders.", path=arg)
-            )
+            raise TemplateError("no such file or folder", "Pass .j2 files or folders.", path=arg)
     n_errors = n_warnings = 0
     for file in files:
         for issue in lint_template(file):
@@ -178,12 +166,9 @@ def cmd_lint(args: argparse.Namespace) -> int:
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
-    from mmsynth.factory.studio.preview import StudioError, StudioSession, read_source
+    from mmsynth.factory.studio.preview import StudioSession, read_source
 
-    try:
-        session = StudioSession(args.recipe)
-    except TemplateError as e:
-        return _user_error(e)
+    session = StudioSession(args.recipe)
     try:
         template = session.template(args.id)
         task = args.task or session.task_for(template.id).name
@@ -198,9 +183,6 @@ def cmd_preview(args: argparse.Namespace) -> int:
                 print(sample.error or _prompt_text(sample.prompt))
             return 0
         report = session.run(task, template, args.samples)
-    except StudioError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     finally:
         session.close()
     print(f"{template.ref} on task '{task}' ({_model(session, task)}), {len(report.samples)} seeds")
@@ -216,19 +198,13 @@ def cmd_preview(args: argparse.Namespace) -> int:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    from mmsynth.factory.studio.preview import StudioError, StudioSession, read_source
+    from mmsynth.factory.studio.preview import StudioSession, read_source
 
-    try:
-        session = StudioSession(args.recipe)
-    except TemplateError as e:
-        return _user_error(e)
+    session = StudioSession(args.recipe)
     try:
         a, b = session.template(args.a), session.template(args.b)
         task = args.task or session.task_for(a.id).name
         reports = [session.run(task, t, args.samples) for t in (a, b)]
-    except StudioError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     finally:
         session.close()
     diff = difflib.unified_diff(
@@ -339,8 +315,3 @@ def _print_table(header: list[str], rows: list[list[str]]) -> None:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-
-
-def _user_error(error: TemplateError) -> int:
-    print(f"error: {error}", file=sys.stderr)
-    return 2

@@ -60,49 +60,45 @@ def add_publish_command(sub: argparse._SubParsersAction) -> None:
 
 def cmd_publish(args: argparse.Namespace) -> int:
     from mmsynth.factory.publish.plan import (
-        PublishError,
         PublishOptions,
         check_dry_run_dir,
         plan_publish,
         write_plan,
     )
-    from mmsynth.factory.publish.upload import PublishAborted, push_plan
+    from mmsynth.factory.publish.upload import push_plan
 
     run = Path(args.run_dir).resolve()
     options = PublishOptions(
         include_rejects=args.include_rejects, max_shard_bytes=args.max_shard_size, repo_id=args.repo
     )
-    try:
-        if args.dry_run:
-            out = Path(args.dry_run).resolve()
-            check_dry_run_dir(out, run)
-            plan = plan_publish(run, out, options)
-            write_plan(plan, out)
-            _summary(plan, f"wrote {out} (a dry run: nothing was uploaded)")
-            names = ", ".join(f"name={s!r}" for s in dict.fromkeys(s.subset for s in plan.splits))
-            print(f"load it with datasets.load_dataset({str(out)!r}, name=...)  # {names}")
-            return 0
-        if not _have_token():
-            print(
-                "error: no Hugging Face token: set HF_TOKEN or log in with `hf auth login`, then rerun",
-                file=sys.stderr,
-            )
-            return 1
-        plan = plan_publish(run, run / ".mmsynth" / "publish", options)
-        _summary(
-            plan, f"publishing {run} to {args.repo}" + (f" (branch {args.revision})" if args.revision else "")
+    # PublishError (exit 2) and PublishAborted (exit 1) are reported by `main`, as every MmsynthError is.
+    if args.dry_run:
+        out = Path(args.dry_run).resolve()
+        check_dry_run_dir(out, run)
+        plan = plan_publish(run, out, options)
+        write_plan(plan, out)
+        _summary(plan, f"wrote {out} (a dry run: nothing was uploaded)")
+        names = ", ".join(f"name={s!r}" for s in dict.fromkeys(s.subset for s in plan.splits))
+        print(f"load it with datasets.load_dataset({str(out)!r}, name=...)  # {names}")
+        return 0
+    if not _have_token():
+        print(
+            "error: no Hugging Face token: set HF_TOKEN or log in with `hf auth login`, then rerun",
+            file=sys.stderr,
         )
-        result = push_plan(
-            plan,
-            args.repo,
-            private=args.private,
-            revision=args.revision,
-            message=args.message,
-            progress=not args.quiet,
-        )
-    except (PublishError, PublishAborted) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
+        return 1
+    plan = plan_publish(run, run / ".mmsynth" / "publish", options)
+    _summary(
+        plan, f"publishing {run} to {args.repo}" + (f" (branch {args.revision})" if args.revision else "")
+    )
+    result = push_plan(
+        plan,
+        args.repo,
+        private=args.private,
+        revision=args.revision,
+        message=args.message,
+        progress=not args.quiet,
+    )
     print(
         f"published {result.url}: {len(result.uploaded)} file(s) in {result.commits} commit(s), "
         f"{len(result.skipped)} already there"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 LOOPBACK = ("127.0.0.1", "localhost")
 
@@ -38,13 +37,8 @@ def cmd_studio(args: argparse.Namespace) -> int:
 
     from mmsynth.factory.studio.app import create_app
     from mmsynth.factory.studio.preview import StudioSession
-    from mmsynth.prompts import TemplateError
 
-    try:
-        session = StudioSession(args.recipe, save_dir=args.templates)
-    except TemplateError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    session = StudioSession(args.recipe, save_dir=args.templates)  # errors: see `main`
     hosts = [*LOOPBACK] if args.host in LOOPBACK else ["*"]
     if args.host not in LOOPBACK:
         print(

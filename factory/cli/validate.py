@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from mmsynth.factory.curate.filter import Columns, ValidateError, validate_dataset
+    from mmsynth.factory.curate.filter import Columns, validate_dataset
 
     columns = Columns(text=args.text_column, image=args.image_column, task=args.task)
-    try:
-        result = validate_dataset(
-            args.dataset, args.recipe, args.out, columns, batch_size=args.batch_size, overwrite=args.overwrite
-        )
-    except ValidateError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
+    # A ValidateError (exit 2) is reported by `main`, as every MmsynthError is.
+    result = validate_dataset(
+        args.dataset, args.recipe, args.out, columns, batch_size=args.batch_size, overwrite=args.overwrite
+    )
     s = result.stats
     print(
         f"wrote {result.out}: {s['records']['accepted']} kept, {s['records']['rejected']} rejected "

@@ -32,6 +32,7 @@ from mmsynth.factory.engine.plan import build_plan
 from mmsynth.factory.engine.stats import ChunkStats, merge_chunks
 from mmsynth.factory.engine.validate import close_validators, validate_batch
 from mmsynth.factory.recipe import load_recipe
+from mmsynth.prompts.errors import MmsynthError
 from mmsynth.prompts.files import atomic_open
 from mmsynth.prompts.media import ImageRef
 from mmsynth.prompts.rows import BadRow, RowPart, RowsError, open_rows
@@ -42,7 +43,7 @@ VERDICT_COLUMNS = ("accepted", "reject_reason", "verdicts")
 DEFAULT_TASK = "data"
 
 
-class ValidateError(Exception):
+class ValidateError(MmsynthError):
     """The dataset, the column mapping or the output folder cannot be used as asked."""
 
     exit_code = 2

@@ -10,9 +10,10 @@ from pathlib import Path
 
 from mmsynth.factory.engine.cache import ResponseCache
 from mmsynth.generators.types import Backend, Generation, GenerationRequest
+from mmsynth.prompts.errors import MmsynthError
 
 
-class BackendFailure(RuntimeError):
+class BackendFailure(MmsynthError, RuntimeError):
     """The backend itself failed (model cannot load, server gone): the run stops, finished shards stay."""
 
 

@@ -22,6 +22,7 @@ from mmsynth.generators.model_paths import resolve_model_path
 from mmsynth.generators.registry import backend_class, build_backend, known_backends
 from mmsynth.generators.types import Backend, GenerationRequest, SamplingParams, request_key
 from mmsynth.prompts import PromptTemplate, TemplateError, TemplateRegistry, render_template
+from mmsynth.prompts.errors import MmsynthError
 from mmsynth.prompts.messages import RenderedPrompt
 from mmsynth.prompts.names import did_you_mean
 from mmsynth.validators import build_validators, validator_config_model
@@ -215,7 +216,7 @@ def build_plan(recipe: Recipe, checks: Sequence[Check] = ()) -> Plan:
     return Plan(recipe, tasks, {}, validators, list(templates.values()))
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(MmsynthError, RuntimeError):
     """A model named in the recipe could not be loaded (missing folder, server down, wrong model name)."""
 
     exit_code = 1

@@ -21,7 +21,7 @@ from mmsynth.factory.engine.interrupts import draining, handling, write_stderr
 from mmsynth.factory.engine.plan import Plan, build_plan, load_backends
 from mmsynth.factory.engine.progress import show_progress
 from mmsynth.factory.engine.stats import merge_chunks
-from mmsynth.factory.recipe import load_recipe
+from mmsynth.factory.recipe import read_recipe
 from mmsynth.factory.seeds import count_seeds, iter_seeds
 from mmsynth.validators import remember_accepted
 
@@ -47,12 +47,12 @@ def run_recipe(
     when the recipe or the folder is wrong, Interrupted on Ctrl-C (after draining), BackendFailure when
     a model fails as a whole. `ray`: serve the models from Ray actors (docs/ray.md); the output is the same."""
     with handling():  # Ctrl-C: see factory/engine/interrupts.py
-        recipe = load_recipe(recipe_path)
-        plan = build_plan(recipe)
+        recipe = read_recipe(recipe_path)  # build_plan reports all of its problems at once
         if ray is None:
-            return _run_plan(plan, out, fresh, progress, load_backends)
-        from mmsynth.factory.executors.ray import ray_executor
+            return _run_plan(build_plan(recipe), out, fresh, progress, load_backends)
+        from mmsynth.factory.executors.ray import ray_executor, recipe_checks
 
+        plan = build_plan(recipe, [recipe_checks(ray)])  # the Ray checks reported with the others
         with ray_executor(plan, ray) as load:
             return _run_plan(plan, out, fresh, progress, load)
 
@@ -60,9 +60,16 @@ def run_recipe(
 def _run_plan(
     plan: Plan, out: str | Path, fresh: bool, progress: bool, load: Callable[[Plan], None]
 ) -> RunResult:
-    recipe = plan.recipe
     run_dir = RunDir(Path(out).resolve())
-    run_dir.open(plan.fingerprint(), plan.describe(), fresh=fresh)
+    run_dir.open(plan.fingerprint(), plan.describe(), fresh=fresh)  # takes the folder's lock
+    try:
+        return _run_open(plan, run_dir, progress, load)
+    finally:
+        run_dir.close()
+
+
+def _run_open(plan: Plan, run_dir: RunDir, progress: bool, load: Callable[[Plan], None]) -> RunResult:
+    recipe = plan.recipe
     if run_dir.complete:
         return RunResult(run_dir.path, merge_chunks(_chunk_infos(run_dir), 0.0), already_complete=True)
 

@@ -31,7 +31,8 @@ from mmsynth.factory.engine.plan import (
     load_backends,
     used_models,
 )
-from mmsynth.factory.recipe import ModelSpec, RayModelSpec
+from mmsynth.factory.errors import Problem, RecipeError
+from mmsynth.factory.recipe import ModelSpec, RayModelSpec, Recipe
 from mmsynth.generators.model_paths import resolve_model_path
 from mmsynth.generators.types import Generation, GenerationRequest
 
@@ -66,9 +67,23 @@ def import_ray():
 
 def model_settings(plan: Plan, options: RayOptions) -> dict[str, RayModelSpec]:
     """Each used model's Ray settings: the recipe's `ray.models.<name>`, `--ray-actors` applied."""
+    return _settings(plan.recipe, used_models(plan), options)
+
+
+def recipe_checks(options: RayOptions) -> Callable[[Recipe], list[Problem]]:
+    """The checks `--executor ray` adds to `build_plan`'s, so one run reports them with the others."""
+
+    def check(recipe: Recipe) -> list[Problem]:
+        used = [name for name in recipe.models if any(t.model == name for t in recipe.tasks)]
+        return device_problems(recipe, _settings(recipe, used, options))
+
+    return check
+
+
+def _settings(recipe: Recipe, used: list[str], options: RayOptions) -> dict[str, RayModelSpec]:
     out = {}
-    for name in used_models(plan):
-        spec = plan.recipe.ray.models.get(name, RayModelSpec())
+    for name in used:
+        spec = recipe.ray.models.get(name, RayModelSpec())
         if options.actors is not None:
             spec = spec.model_copy(update={"actors": options.actors})
         out[name] = spec
@@ -80,9 +95,9 @@ def ray_executor(plan: Plan, options: RayOptions) -> Iterator[Callable[[Plan], N
     """Check what can be checked without a cluster, then yield the loader the runner calls instead of
     `load_backends`: it connects (only then), checks the cluster's resources, starts the actors and
     puts a RayBackend per model into the plan. Disconnects on exit if it connected."""
-    ray = import_ray()
     settings = model_settings(plan, options)
-    check_devices(plan, settings)
+    check_devices(plan, settings)  # already part of build_plan's checks when the runner passed them
+    ray = import_ray()
     connected = False
 
     def load(plan: Plan) -> None:
@@ -123,40 +138,50 @@ def ray_executor(plan: Plan, options: RayOptions) -> Iterator[Callable[[Plan], N
 
 
 def check_devices(plan: Plan, settings: dict[str, RayModelSpec]) -> None:
+    """RecipeError listing the `device_problems` of the plan's recipe, if any."""
+    problems = device_problems(plan.recipe, settings)
+    if problems:
+        raise RecipeError(problems)
+
+
+def device_problems(recipe: Recipe, settings: dict[str, RayModelSpec]) -> list[Problem]:
     """Settings a cluster would trip over only after its first batches: a model on `cuda` whose actors
     reserve no GPU (Ray hides the GPUs from them), a validator on `cuda` when the driver, where
-    validators run, has none. RecipeError at the setting's line."""
-    recipe = plan.recipe
+    validators run, has none. Each at the setting's line."""
+    problems = []
     for name, s in settings.items():
         device = recipe.models[name].device
         if s.actors > 0 and device.startswith("cuda") and s.num_gpus == 0:
-            raise recipe.error_at(
+            problems += recipe.error_at(
                 ("ray", "models", name, "num_gpus")
                 if name in recipe.ray.models
                 else ("models", name, "device"),
                 f"model '{name}' runs on '{device}', but its Ray actors reserve no GPU",
                 f"set `ray: {{models: {{{name}: {{num_gpus: 1}}}}}}` (Ray hides GPUs from actors that reserve none)",
-            )
+            ).problems
     wants_gpu = [
         (loc, v) for i, spec in enumerate(recipe.validators) for loc, v in _devices(spec, ("validators", i))
     ]
     if wants_gpu and not _driver_has_cuda():
-        loc, value = wants_gpu[0]
-        raise recipe.error_at(
-            loc,
-            f"validators run in the Ray driver, which has no GPU, but this one asks for '{value}'",
-            "use `device: auto` or `cpu`, or start the run on a node with a GPU",
-        )
+        for loc, value in wants_gpu:
+            problems += recipe.error_at(
+                loc,
+                f"validators run in the Ray driver, which has no GPU, but this one asks for '{value}'",
+                "use `device: auto` or `cpu`, or start the run on a node with a GPU",
+            ).problems
+    return problems
 
 
 def check_resources(plan: Plan, settings: dict[str, RayModelSpec], nodes: list[dict]) -> None:
-    """Actors that could never be placed would wait forever: refuse them before the job starts."""
+    """Actors that could never be placed would wait forever: refuse them (all at once) before the job starts."""
     recipe = plan.recipe
+    problems: list[Problem] = []
     alive = [n.get("Resources", {}) for n in nodes if n.get("Alive", True)]
     for resource, attr in (("GPU", "num_gpus"), ("CPU", "num_cpus")):
         largest = max((n.get(resource, 0) for n in alive), default=0)
         total = sum(n.get(resource, 0) for n in alive)
         needed = 0.0
+        over_total = False
         for name, s in settings.items():
             per_actor = getattr(s, attr)
             if s.actors == 0 or per_actor == 0:
@@ -164,18 +189,21 @@ def check_resources(plan: Plan, settings: dict[str, RayModelSpec], nodes: list[d
             needed += per_actor * s.actors
             loc = ("ray", "models", name, attr) if name in recipe.ray.models else ("ray",)
             if per_actor > largest:
-                raise recipe.error_at(
+                problems += recipe.error_at(
                     loc,
                     f"each actor of model '{name}' needs {per_actor:g} {resource}, but no node of the Ray "
                     f"cluster has more than {largest:g}",
                     "lower the setting, or add nodes that have it",
-                )
-            if needed > total:
-                raise recipe.error_at(
+                ).problems
+            elif needed > total and not over_total:  # said once per resource, at the model that tips it
+                over_total = True
+                problems += recipe.error_at(
                     loc,
                     f"the models' actors need {needed:g} {resource} in all, the Ray cluster has {total:g}",
                     "use fewer actors (`--ray-actors` or `ray.models.<name>.actors`), or a larger cluster",
-                )
+                ).problems
+    if problems:
+        raise RecipeError(problems)
 
 
 def _devices(value: Any, loc: tuple) -> Iterator[tuple[tuple, str]]:

@@ -26,6 +26,7 @@ import yaml
 from datasets.table import embed_table_storage
 
 from mmsynth.factory.dataset.run_dir import RunDir
+from mmsynth.prompts.errors import MmsynthError
 
 DEFAULT_MAX_SHARD_BYTES = 500 * 1000**2
 # The `datasets` default for image data, which keeps the Hub's viewer from loading huge row groups.
@@ -33,7 +34,7 @@ ROW_GROUP_ROWS = 100
 SHARD_RE = re.compile(r"^(?P<split>[a-z]+)-(?P<chunk>\d+)\.parquet$")
 
 
-class PublishError(Exception):
+class PublishError(MmsynthError):
     """The run cannot be published as asked: incomplete, damaged, empty, or the output folder is taken."""
 
     exit_code = 2

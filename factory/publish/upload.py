@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from mmsynth.factory.publish.plan import PublishPlan, RepoOp
+from mmsynth.prompts.errors import MmsynthError
 
 T = TypeVar("T")
 RETRY_STATUS = {408, 429, 500, 502, 503, 504}
@@ -50,7 +51,7 @@ class PushResult:
     skipped: list[str]
 
 
-class PublishAborted(Exception):
+class PublishAborted(MmsynthError):
     """The Hub refused something that retrying cannot fix (auth, permissions, a bad request)."""
 
     exit_code = 1

@@ -34,6 +34,7 @@ from mmsynth.prompts import (
     parse_template,
     render_template,
 )
+from mmsynth.prompts.errors import MmsynthError
 from mmsynth.prompts.lint import lint_source
 from mmsynth.validators import build_validators, run_stack
 
@@ -43,8 +44,10 @@ MAX_SAMPLES = 32  # a preview is a handful of samples; a batch run is `mmsynth r
 T = TypeVar("T")
 
 
-class StudioError(Exception):
+class StudioError(MmsynthError):
     """Something the user asked for cannot be done (unknown task, broken template, failed model); says why."""
+
+    exit_code = 2
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,6 @@ made alone and in a batch can differ by one level in a few pixels. The same batc
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import inspect
 from collections.abc import Sequence
@@ -27,6 +26,7 @@ from mmsynth.generators.inprocess.base import InProcessBackend, pick_device, pic
 from mmsynth.generators.inprocess.batching import answer_in_groups
 from mmsynth.generators.types import Generation, GenerationRequest, Output
 from mmsynth.prompts.media import ImageRef
+from mmsynth.prompts.names import did_you_mean
 
 IMAGE_KEYS = ("steps", "guidance_scale", "width", "height", "negative_prompt", "scheduler")
 # SD-family pipelines check height and width against 8 (the VAE's downscale), whatever the VAE.
@@ -220,8 +220,7 @@ class DiffusersBackend(InProcessBackend):
             raise ValueError(
                 f"scheduler {name!r} is not compatible with this pipeline's {current.__name__}; compatible: {known}"
             )
-        close = difflib.get_close_matches(name, list(compatible), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
+        hint = did_you_mean(name, compatible)
         raise ValueError(f"unknown scheduler {name!r}; known for this pipeline: {known}.{hint}")
 
     def _run_group(self, jobs: list[_Job]) -> list[Generation]:

@@ -194,7 +194,7 @@ def test_clear_errors(tmp_path, capsys):
     assert main([*argv, "--overwrite"]) == 0
     bad = write_recipe(tmp_path, "- {type: heuristic}\n")
     assert main(["validate", str(data), "--recipe", str(bad), "--out", str(tmp_path / "o2")]) == 2
-    assert "did you mean 'heuristics'" in capsys.readouterr().err
+    assert "Did you mean 'heuristics'" in capsys.readouterr().err
 
 
 def test_validate_help_lists_the_command(capsys):
