@@ -12,6 +12,7 @@ pyarrow and datasets are imported inside the functions, so importing mmsynth.pro
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,7 +182,15 @@ def undecoded(ds):
 # --- parts -----------------------------------------------------------------------------------------
 
 
-def parquet_part(path: Path, columns: Sequence[str] | None = None, batch_size: int = 256) -> RowPart:
+def parquet_part(
+    path: Path,
+    columns: Sequence[str] | None = None,
+    batch_size: int = 256,
+    *,
+    base_dir: Path | None = None,
+    root: Path | None = None,
+) -> RowPart:
+    """One Parquet file, read in batches; its split from its name (or folder names below `root`)."""
     import pyarrow.parquet as pq
 
     try:
@@ -192,7 +201,7 @@ def parquet_part(path: Path, columns: Sequence[str] | None = None, batch_size: i
     keep = None if columns is None else [c for c in columns if c in names]
     schema = f.schema_arrow if keep is None else _select(f.schema_arrow, keep)
     batches = (b.to_pylist() for b in f.iter_batches(batch_size, columns=keep))
-    return RowPart(str(path), _split_of(path), path.parent, schema, batches)
+    return RowPart(str(path), split_of(path, root), base_dir or path.parent, schema, batches)
 
 
 def _select(schema, names: list[str]):
@@ -201,10 +210,19 @@ def _select(schema, names: list[str]):
     return pa.schema([schema.field(n) for n in names], metadata=schema.metadata)
 
 
-def _split_of(path: Path) -> str:
-    """`train` from `train-00000.parquet`; `train` for a file whose name says no split."""
-    stem = path.name.split("-", 1)[0].split(".", 1)[0]
-    return stem if stem in ("train", "test", "validation", "rejected") else "train"
+_SPLIT_NAMES = {"train": "train", "test": "test", "validation": "validation", "valid": "validation"}
+_SPLIT_NAMES |= {"dev": "validation", "rejected": "rejected"}
+
+
+def split_of(path: Path, root: Path | None = None) -> str:
+    """The split a data file belongs to, by the names `datasets` goes by: `test` for `test-00000.parquet`
+    or `test/part.parquet` (below `root`); `train` when no name says."""
+    names = [path.name, *(reversed(path.relative_to(root).parts[:-1]) if root is not None else ())]
+    for name in names:
+        first = re.split(r"[-_.]", name, maxsplit=1)[0].lower()
+        if first in _SPLIT_NAMES:
+            return _SPLIT_NAMES[first]
+    return "train"
 
 
 def _jsonl_part(path: Path, batch_size: int) -> RowPart:

@@ -1,9 +1,10 @@
 """Examples the trainer trains and evaluates on, read from mmsynth run folders and plain datasets.
 
 A run folder is read by its Parquet column contract (data/<task>/train-*.parquet: task, image, output,
-parsed, texts, images, accepted), never through the factory's code. A baseline dataset is anything
-`datasets` loads (a local folder of Parquet/JSONL files, one file, or a Hub id for users with network)
-with the columns of one of the kinds below.
+parsed, texts, images, accepted), never through the factory's code. A baseline dataset is anything the
+row reader (mmsynth.prompts.rows) opens: a Parquet, JSONL or CSV file, a folder of them or a saved
+`datasets` folder, or a Hub id for users with network, with the columns of one of the kinds below.
+Image cells are read by `ImageRef.from_cell`, so an image over the pixel limit is refused by name.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
+from mmsynth.prompts.media import ImageRef
+from mmsynth.prompts.rows import RowsError, open_rows, parquet_part, run_shards
 
 KINDS = ("caption", "vqa", "text", "interleaved")
 CAPTION_PROMPT = "Describe the image."
@@ -80,54 +82,43 @@ def vqa_example(
 
 
 def is_run_dir(path: Path) -> bool:
-    return path.is_dir() and any(path.glob("data/*/train-*.parquet"))
+    return path.is_dir() and bool(run_shards(path))
+
+
+RUN_COLUMNS = ("id", "task", "image", "output", "parsed", "texts", "images", "accepted")
 
 
 def read_run_dir(
     run_dir: str | Path, tasks: Iterable[str] | None = None, split: str = "train"
 ) -> list[Example]:
     """Accepted records of an mmsynth run folder as Examples, in file order (deterministic)."""
-    run_dir = Path(run_dir)
     wanted = set(tasks) if tasks else None
     out: list[Example] = []
-    for path in sorted(run_dir.glob(f"data/*/{split}-*.parquet")):
+    for path in run_shards(Path(run_dir), split):
         task = path.parent.name
         if wanted is not None and task not in wanted:
             continue
-        names = set(pq.read_schema(path).names)
-        cols = [
-            c
-            for c in ("id", "task", "image", "output", "parsed", "texts", "images", "accepted")
-            if c in names
-        ]
-        for row in pq.read_table(path, columns=cols).to_pylist():
-            if row.get("accepted") is False:
-                continue
-            out.extend(_row_examples(row, task))
+        part = parquet_part(path, RUN_COLUMNS)
+        index = 0
+        for batch in part.batches:
+            for row in batch:
+                if row.get("accepted") is not False:
+                    out.extend(_located(_row_examples, part.where(index), row, task))
+                index += 1
     return out
 
 
-def _image_bytes(value: Any, base: Path | None = None) -> bytes | None:
-    if value is None:
-        return None
-    if isinstance(value, (bytes, bytearray)):
-        return bytes(value)
-    if isinstance(value, dict):
-        if value.get("bytes"):
-            return bytes(value["bytes"])
-        value = value.get("path")
-    if isinstance(value, str) and value:
-        p = Path(value)
-        if not p.is_absolute() and base is not None:
-            p = base / p
-        return p.read_bytes()
-    if hasattr(value, "save"):  # a decoded PIL image
-        import io
+def _located(make, where: str, *args: Any) -> list[Example]:
+    """`make(*args)`, a ValueError (an unreadable or too large image) naming the file and row."""
+    try:
+        return make(*args)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
 
-        buf = io.BytesIO()
-        value.save(buf, format="PNG")
-        return buf.getvalue()
-    return None
+
+def _image_bytes(value: Any, base: Path | None = None) -> bytes | None:
+    image = ImageRef.from_cell(value, base)
+    return image.data if image is not None else None
 
 
 def _row_examples(row: dict[str, Any], task: str) -> list[Example]:
@@ -195,23 +186,24 @@ def load_dataset_examples(source: str | Path) -> dict[str, list[Example]]:
     path = Path(source)
     if is_run_dir(path):
         return {s: ex for s in ("train", "test", "validation") if (ex := read_run_dir(path, split=s))}
-    import datasets
-
-    if path.is_file():
-        fmt = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv"}.get(path.suffix)
-        if fmt is None:
-            raise ValueError(f"{path}: unsupported file type {path.suffix!r} (use Parquet, JSONL or CSV)")
-        dd = datasets.load_dataset(fmt, data_files={"train": str(path)})
-        base = path.parent
-    else:
-        dd = datasets.load_dataset(str(source))
-        base = path if path.is_dir() else None
+    try:
+        _, parts = open_rows(source, hub=True)
+    except RowsError as e:
+        raise ValueError(str(e)) from None
     out: dict[str, list[Example]] = {}
-    for split, ds in dd.items():
-        for col, feat in ds.features.items():
-            if isinstance(feat, datasets.Image):
-                ds = ds.cast_column(col, datasets.Image(decode=False))
-        out[split] = [e for i, row in enumerate(ds) for e in _dataset_row(row, f"{split}/{i}", base)]
+    seen: dict[str, int] = {}  # rows read per split: a row's id is `split/N` when it has no `id`
+    for part in parts:
+        examples = out.setdefault(part.split, [])
+        index = 0
+        for batch in part.batches:
+            for row in batch:
+                where = part.where(index)
+                if not isinstance(row, dict):  # a line that is not a JSON object
+                    raise ValueError(f"{where}: {row.error}")
+                rid = f"{part.split}/{seen.get(part.split, 0)}"
+                seen[part.split] = seen.get(part.split, 0) + 1
+                examples.extend(_located(_dataset_row, where, row, rid, part.base_dir))
+                index += 1
     return out
 
 

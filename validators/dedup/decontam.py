@@ -9,15 +9,15 @@ an image of the set.
 
 from __future__ import annotations
 
-import io
-import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from mmsynth.prompts import rows
+from mmsynth.prompts.media import ImageRef
 from mmsynth.validators.base import ConfiguredValidator, ValidatorConfig
 from mmsynth.validators.dedup.phash import phash
 from mmsynth.validators.dedup.shingles import ngram_hashes, word_token_hashes
@@ -222,59 +222,13 @@ def _popcount_bytes(x: np.ndarray) -> np.ndarray:
 
 
 def iter_rows(path: Path, columns: list[str]) -> Iterator[tuple[dict[str, Any], Path]]:
-    """(row, folder that relative image paths resolve against) for every row of every split at `path`."""
+    """(row, folder that relative image paths resolve against) for every row of every split at `path`,
+    read by the one row reader (mmsynth.prompts.rows); a local folder it has no layout for goes to
+    `datasets.load_dataset`, a missing path is an error (an eval set is never fetched from the Hub)."""
     if not path.exists():
         raise ValueError("no such file or folder")
-    if path.is_file():
-        if path.suffix == ".parquet":
-            yield from ((r, path.parent) for r in _parquet_rows([path], columns))
-        elif path.suffix in (".jsonl", ".json"):
-            yield from ((r, path.parent) for r in _jsonl_rows(path))
-        else:
-            raise ValueError(f"unsupported file type {path.suffix!r} (use .jsonl, .parquet or a folder)")
-        return
-    if (
-        (path / "dataset_info.json").exists()
-        or (path / "dataset_dict.json").exists()
-        or (path / "state.json").exists()
-    ):
-        import datasets
-
-        loaded = datasets.load_from_disk(str(path))
-        splits = loaded.values() if isinstance(loaded, datasets.DatasetDict) else [loaded]
-        for split in splits:
-            keep = [c for c in columns if c in split.column_names]
-            yield from ((r, path) for r in split.select_columns(keep))
-        return
-    parquet = sorted(path.rglob("*.parquet"))
-    if parquet:
-        yield from ((r, path) for r in _parquet_rows(parquet, columns))
-        return
-    import datasets
-
-    loaded = datasets.load_dataset(str(path))
-    for split in loaded.values():
-        yield from ((r, path) for r in split)
-
-
-def _parquet_rows(files: Iterable[Path], columns: list[str]) -> Iterator[dict[str, Any]]:
-    import pyarrow.parquet as pq
-
-    for f in files:
-        table = pq.ParquetFile(f)
-        names = set(table.schema_arrow.names)
-        for batch in table.iter_batches(columns=[c for c in columns if c in names], batch_size=1024):
-            yield from batch.to_pylist()
-
-
-def _jsonl_rows(path: Path) -> Iterator[dict[str, Any]]:
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    yield json.loads(line)
-                except ValueError as e:
-                    raise ValueError(f"line {n}: {e}") from None
+    for row, part in rows.iter_rows(path, columns=columns, hub=True):
+        yield row, part.base_dir
 
 
 def _strings(value: Any) -> Iterator[str]:
@@ -289,25 +243,11 @@ def _strings(value: Any) -> Iterator[str]:
 
 
 def _images(value: Any, base: Path) -> Iterator[Any]:
-    """PIL images from an eval set's image cell: PIL, {bytes, path}, bytes, a path, or a list of these."""
-    from PIL import Image
-
-    if value is None:
-        return
-    if isinstance(value, Image.Image):
-        yield value
-    elif isinstance(value, (bytes, bytearray)):
-        with Image.open(io.BytesIO(value)) as img:
-            yield img
-    elif isinstance(value, str):
-        p = Path(value)
-        with Image.open(p if p.is_absolute() else base / p) as img:  # closed once hashed
-            yield img
-    elif isinstance(value, dict):
-        if value.get("bytes"):
-            yield from _images(value["bytes"], base)
-        elif value.get("path"):
-            yield from _images(value["path"], base)
-    elif isinstance(value, (list, tuple)):
+    """PIL images of an eval set's image cell (see `ImageRef.from_cell`), or of a list of cells."""
+    if isinstance(value, (list, tuple)):
         for v in value:
             yield from _images(v, base)
+        return
+    image = ImageRef.from_cell(value, base)
+    if image is not None:
+        yield image.to_pil()

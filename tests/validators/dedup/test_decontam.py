@@ -166,7 +166,7 @@ def test_config_errors(tmp_path, jsonl_set):
         )
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"q": "fine"}\n{oops\n')
-    with pytest.raises(ValueError, match=r"cannot read eval set 'bad' .*line 2"):
+    with pytest.raises(ValueError, match=r"cannot read eval set 'bad' .*bad.jsonl:2: invalid JSON"):
         build_validator(
             {"type": "decontamination", "evals": [{"name": "bad", "path": str(bad), "text_fields": ["q"]}]}
         )
