@@ -25,6 +25,8 @@ def add_view_command(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_view(args: argparse.Namespace) -> int:
+    import time
+
     import uvicorn
 
     from mmsynth.factory.viewer.app import RunFolderError, create_app
@@ -38,6 +40,14 @@ def cmd_view(args: argparse.Namespace) -> int:
         return 2
     if args.host not in LOOPBACK:
         print(f"[mmsynth] warning: serving on {args.host}: anyone who can reach it can read these runs.")
+    for run in app.state.runs.values():
+        start = time.perf_counter()
+        snap = run.index.snapshot()
+        print(
+            f"[mmsynth] indexed {snap.table.num_rows} records in {len(snap.shards)} shards of {run.path} "
+            f"({time.perf_counter() - start:.1f} s)",
+            flush=True,
+        )
     what = " and ".join(runs)
     print(f"[mmsynth] viewing {what} on http://{args.host}:{args.port}/ (Ctrl-C to stop)", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")

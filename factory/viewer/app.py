@@ -89,6 +89,7 @@ def create_app(runs: Sequence[str | Path], hosts: Sequence[str] = ("127.0.0.1", 
     by_key = {k: open_run(k, p) for k, p in zip("ab", runs, strict=False)}
     pairing = Pairing()
     app = FastAPI(title="mmsynth view", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.runs = by_key  # the command indexes them before it serves (a first page then needs no wait)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(hosts))
     app.mount("/static/studio", StaticFiles(directory=STUDIO_STATIC), name="studio-static")
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
