@@ -113,20 +113,8 @@ def add_gain_command(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_gain)
 
 
-def check_contamination(synthetic: list, eval_examples: list, n: int = 13) -> tuple[list[int], int]:
-    """Indices of synthetic examples sharing a word n-gram with any evaluation text; and the index size."""
-    from mmsynth.validators.dedup.decontam import NgramIndex
-
-    index = NgramIndex(n=n)
-    index.add_many([t for ex in eval_examples for t in ex.texts()])
-    if not len(index):
-        return [], 0
-    texts = [" \n ".join(ex.texts()) for ex in synthetic]
-    hits = index.hits_many(texts) if texts else []
-    return [i for i, h in enumerate(hits) if h > 0], len(index)
-
-
 def cmd_gain(args: argparse.Namespace) -> int:
+    from mmsynth.factory.curate.decontaminate import check_contamination
     from mmsynth.trainer.data import is_run_dir, load_dataset_examples, read_run_dir
     from mmsynth.trainer.gain import GainConfig, run_gain, split_real
     from mmsynth.trainer.report import report_dir

@@ -95,8 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     from mmsynth.factory.cli.gain import add_gain_command
     from mmsynth.factory.cli.prompts import add_prompts_commands
     from mmsynth.factory.cli.publish import add_publish_command
+    from mmsynth.factory.cli.scenes import add_scenes_command
     from mmsynth.factory.cli.show import add_show_command
     from mmsynth.factory.cli.studio import add_studio_command
+    from mmsynth.factory.cli.sweep import add_sweep_command
     from mmsynth.factory.cli.validate import add_validate_command
     from mmsynth.factory.cli.view import add_view_command
 
@@ -150,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_validate_command(sub)
     add_publish_command(sub)
     add_studio_command(sub)
+    add_sweep_command(sub)
+    add_scenes_command(sub)
     add_view_command(sub)
     return p
 
