@@ -14,16 +14,21 @@ from mmsynth.generators.types import Generation
 class ResponseCache:
     """Maps a request key to the Generation a backend returned for it, with the time it arrived.
 
-    Writes commit per batch in WAL mode, so a kill -9 loses at most the batch in flight; a response
-    that reached the cache is never asked for again. Failed generations are cached too (a context-too-long
-    error will fail the same way next time); pass `retry_failed=True` to look past them.
+    Each `put_many` is one transaction in WAL mode (the dispatcher hands in every batch answered since
+    its last commit: a group commit), so a kill -9 loses at most the answers not yet committed, never
+    part of a batch; a response that reached the cache is never asked for again. Several connections
+    (processes) may write one file: a writer waits up to `busy_timeout_s` for another's transaction.
+    Failed generations are cached too (a context-too-long error will fail the same way next time);
+    pass `retry_failed=True` to look past them.
     """
 
-    def __init__(self, path: Path, retry_failed: bool = False):
+    def __init__(self, path: Path, retry_failed: bool = False, busy_timeout_s: float = 30.0):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.retry_failed = retry_failed
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db = sqlite3.connect(
+            path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_s
+        )
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(
@@ -44,12 +49,13 @@ class ResponseCache:
         return found
 
     def put_many(self, items: Iterable[tuple[str, Generation]]) -> float:
-        """Store answers in one transaction; returns the timestamp they were stored with."""
+        """Store answers in one transaction, all or none; returns the timestamp they were stored with."""
         now = time.time()
         rows = [(k, json.dumps(g.to_json(), ensure_ascii=False), now) for k, g in items]
-        with self._db:
-            self._db.execute("BEGIN")
-            self._db.executemany("INSERT OR REPLACE INTO responses VALUES (?, ?, ?)", rows)
+        if rows:
+            with self._db:  # commits, or rolls back when a row fails
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.executemany("INSERT OR REPLACE INTO responses VALUES (?, ?, ?)", rows)
         return now
 
     def __len__(self) -> int:

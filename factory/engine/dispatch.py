@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +12,9 @@ from pathlib import Path
 from mmsynth.factory.engine.cache import ResponseCache
 from mmsynth.generators.types import Backend, Generation, GenerationRequest
 from mmsynth.prompts.errors import MmsynthError
+
+# Commits come at most this often: answers arriving meanwhile share one transaction (group commit).
+_COMMIT_INTERVAL_S = 0.005
 
 
 class BackendFailure(MmsynthError, RuntimeError):
@@ -21,8 +25,11 @@ class Dispatcher:
     """One per backend. `submit` takes a chunk's uncached requests and returns a future per request.
 
     Batches never span chunks and are formed in request order, so a resumed run forms the same batches
-    as an uninterrupted one (in-process backends seed sampling per batch). Each batch's answers are
-    committed to the cache before its futures resolve: an answer a chunk used is always on disk.
+    as an uninterrupted one (in-process backends seed sampling per batch). Answered batches are
+    committed to the cache together (one transaction for all batches answered since the last commit)
+    before their futures resolve: an answer a chunk used is always on disk, and a batch is on disk
+    whole or not at all. Every failure (the backend's, the cache's, the log's) reaches the futures of
+    the batches it hit, so nothing waits forever.
     """
 
     def __init__(
@@ -34,10 +41,13 @@ class Dispatcher:
     ):
         self.backend = backend
         self.cache = cache
-        self.log_path = log_path
         self.on_answer = on_answer
         self.stopping = False
+        self._log = RequestLog(log_path, backend.name)
         self._queue: asyncio.Queue[tuple[list[GenerationRequest], list[asyncio.Future]]] = asyncio.Queue()
+        self._answered: list[tuple[list[GenerationRequest], list[Generation], list[asyncio.Future]]] = []
+        self._wake = asyncio.Event()
+        self._committer = asyncio.create_task(self._commit_loop())
         self._workers = [asyncio.create_task(self._work()) for _ in range(max(1, backend.max_concurrency))]
 
     def submit(self, requests: list[GenerationRequest]) -> dict[str, asyncio.Future]:
@@ -61,51 +71,124 @@ class Dispatcher:
                 for f in futures:
                     f.cancel()
                 continue
-            self._log("sent", batch)
             try:
+                self._log.add("sent", batch)
                 gens = await self.backend.generate(batch)
                 if len(gens) != len(batch):
                     raise BackendFailure(
                         f"backend {self.backend.name} returned {len(gens)} answers for {len(batch)} requests"
                     )
-            except Exception as e:  # any exception here is the backend's, not a request's
-                err = (
-                    e
-                    if isinstance(e, BackendFailure)
-                    else BackendFailure(f"{self.backend.name} ({self.backend.model}): {e}")
-                )
+            except asyncio.CancelledError:
                 for f in futures:
-                    if not f.done():
-                        f.set_exception(err)
+                    f.cancel()
+                raise
+            except Exception as e:  # any exception here is the backend's, not a request's
+                _fail(futures, self._failure(e))
                 continue
-            stamp = self.cache.put_many((r.key, g) for r, g in zip(batch, gens, strict=True))
-            self._log("answered", batch)
+            self._answered.append((batch, gens, futures))
+            self._wake.set()
+
+    async def _commit_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            self._commit()
+            await asyncio.sleep(_COMMIT_INTERVAL_S)
+
+    def _commit(self) -> None:
+        """Store every answered batch in one transaction, then resolve their futures."""
+        group, self._answered = self._answered, []
+        if not group:
+            return
+        try:
+            stamp = self.cache.put_many(
+                (r.key, g) for batch, gens, _ in group for r, g in zip(batch, gens, strict=True)
+            )
+            for batch, _, _ in group:
+                self._log.add("answered", batch)
+            self._log.flush()
             if self.on_answer:
-                self.on_answer(batch, gens)
+                for batch, gens, _ in group:
+                    self.on_answer(batch, gens)
+        except Exception as e:  # disk full, a closed database, a failing callback: the run ends cleanly
+            err = BackendFailure(
+                f"cannot store the answers of {self.backend.name} ({self.backend.model}): {e}"
+            )
+            for _, _, futures in group:
+                _fail(futures, err)
+            return
+        for _, gens, futures in group:
             for f, g in zip(futures, gens, strict=True):
                 if not f.done():
                     f.set_result((g, stamp))
 
-    def _log(self, event: str, batch: list[GenerationRequest]) -> None:
-        # One line per batch: enough to answer "which requests went out, and which came back".
-        if self.log_path is None:
-            return
-        line = json.dumps(
-            {
-                "t": round(time.time(), 3),
-                "event": event,
-                "backend": self.backend.name,
-                "keys": [r.key for r in batch],
-            }
-        )
-        with open(self.log_path, "a") as f:
-            f.write(line + "\n")
+    def _failure(self, e: Exception) -> BackendFailure:
+        if isinstance(e, BackendFailure):
+            return e
+        return BackendFailure(f"{self.backend.name} ({self.backend.model}): {e}")
 
     def stop(self) -> None:
         """Stop starting new batches; batches already running finish and are cached."""
         self.stopping = True
 
     async def close(self) -> None:
+        """Cancel the workers, commit what was answered, close the log."""
         for w in self._workers:
             w.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
+        self._committer.cancel()
+        await asyncio.gather(self._committer, return_exceptions=True)
+        self._commit()
+        self._log.close()
+
+
+def _fail(futures: list[asyncio.Future], err: BaseException) -> None:
+    for f in futures:
+        if not f.done():
+            f.set_exception(err)
+            # The first awaiter reports it; the others of a failed run are never awaited, and asyncio
+            # would print "Future exception was never retrieved" for each of them.
+            f.exception()
+
+
+class RequestLog:
+    """requests.jsonl: one line per batch sent and per batch answered, written at each commit.
+
+    Lines wait in memory and go out in one write() each flush, so a killed run never leaves half a
+    line; an "answered" line is written only after its batch is in the cache.
+    """
+
+    def __init__(self, path: Path | None, backend: str) -> None:
+        self.path = path
+        self.backend = backend
+        self._lines: list[str] = []
+        self._fd: int | None = None
+
+    def add(self, event: str, batch: list[GenerationRequest]) -> None:
+        if self.path is None:
+            return
+        line = {
+            "t": round(time.time(), 3),
+            "event": event,
+            "backend": self.backend,
+            "keys": [r.key for r in batch],
+        }
+        self._lines.append(json.dumps(line) + "\n")
+
+    def flush(self) -> None:
+        if not self._lines:
+            return
+        data = "".join(self._lines).encode()
+        self._lines = []  # on a failure too: the caller reports it, and the lines never pile up
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        while data:
+            data = data[os.write(self._fd, data) :]
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
