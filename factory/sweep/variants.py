@@ -130,16 +130,16 @@ def write_variants(
     paths = {}
     for v in variants:
         data = absolute_paths(copy.deepcopy(base), recipe_path.parent)
-        try:
-            for axis, value in v.overrides.items():
+        bad = False
+        for axis, value in v.overrides.items():
+            try:
                 apply(data, axis, absolute_paths(value, spec_path.parent))
-        except KeyError as e:
-            axis_loc = (
-                "sweep",
-                "axes",
-                next(iter(k for k in v.overrides if str(e.args[0]).startswith(k)), ""),
-            )
-            problems.append(problem_at(spec_path, spec_root, axis_loc, str(e.args[0]), key=True))
+            except KeyError as e:
+                bad = True
+                p = problem_at(spec_path, spec_root, ("sweep", "axes", axis), str(e.args[0]), key=True)
+                if p not in problems:  # every variant meets the same bad axis: say it once
+                    problems.append(p)
+        if bad:
             continue
         data["cache"] = {**(data.get("cache") or {}), "path": str(cache_dir)}
         path = out / f"{v.name}.yaml"
