@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from mmsynth.factory.sweep.spec import SweepSpec
 from mmsynth.factory.sweep.variants import Variant
 from mmsynth.trainer.data import Example, load_dataset_examples, read_run_dir
 from mmsynth.trainer.gain import GainConfig, Measurement, measure_arms, prepare_evaluation, split_real
-from mmsynth.trainer.pools import baseline_pool, replace_pool
+from mmsynth.trainer.pools import add_pool, baseline_pool, replace_pool
 from mmsynth.trainer.student import TrainConfig
 
 BASELINE = "baseline"
@@ -146,18 +147,29 @@ def measure(
     if not usable:
         raise ValueError("no variant gave a usable accepted record: nothing to measure")
     base = baseline_pool(train, spec.pool_size, spec.seed)
-    wanted = round(len(base.examples) * spec.fraction)
-    # Equal size and equal kept baseline examples for every variant: the smallest variant sets the share.
-    slots = min(wanted, *(len(r.examples) for r in usable.values()))
-    fraction = slots / len(base.examples)
-    pools = {BASELINE: base} | {
-        n: replace_pool(base, r.examples, fraction, spec.seed, name=n) for n, r in usable.items()
-    }
+    fewest = min(len(r.examples) for r in usable.values())
+    # Equal terms: every variant's pool holds the same number of synthetic examples, and (replace)
+    # keeps the same baseline examples; the variant with the fewest sets the number.
+    if spec.mode == "add":
+        wanted = spec.synthetic or fewest
+        slots = min(wanted, fewest)
+        pools = {BASELINE: base} | {
+            n: add_pool(base, random.Random(spec.seed).sample(r.examples, slots), name=n)
+            for n, r in usable.items()
+        }
+    else:
+        wanted = round(len(base.examples) * spec.fraction)
+        slots = min(wanted, fewest)
+        fraction = slots / len(base.examples)
+        pools = {BASELINE: base} | {
+            n: replace_pool(base, r.examples, fraction, spec.seed, name=n) for n, r in usable.items()
+        }
     info = {
         "split": how,
         "real_train": len(train),
         "real_eval": len(evals),
         "pool_size": len(base.examples),
+        "mode": spec.mode,
         "synthetic_per_pool": slots,
         "notes": (
             []
