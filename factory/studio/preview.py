@@ -1,8 +1,11 @@
 """Render and run one template on a few seed samples, through the recipe's backend and validators.
 
-Shared by the web studio and `mmsynth prompts preview/diff`. A run goes exactly the way a real run
-goes (same request building, same record assembly, same validator stack), on the first N seeds, with
-fresh validators each time, so a sample's verdict here is the verdict it would get in `mmsynth run`.
+Shared by the web studio and `mmsynth prompts preview/diff`. A preview goes exactly the way a run goes:
+the task comes from `build_plan` (with the template tried in place of the recipe's), requests and records
+are built as in a run, and the plan's validators judge them through the run's `validate_records`. The
+validators are built once per session (with the plan: relative eval-set and model paths resolve against
+the recipe's folder) and closed with it. A preview does not remember what it accepted, so each one is
+judged as the first batch of a run would be: a sample's verdict here is the one `mmsynth run` gives it.
 """
 
 from __future__ import annotations
@@ -10,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
+import tempfile
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +26,9 @@ from mmsynth.factory.dataset.records import Record
 from mmsynth.factory.engine.answers import assemble_records
 from mmsynth.factory.engine.plan import Plan, TaskPlan, build_plan, build_request, load_backends
 from mmsynth.factory.engine.stats import ChunkStats
-from mmsynth.factory.recipe import Recipe, TaskSpec, load_recipe
+from mmsynth.factory.engine.validate import close_validators, validate_records
+from mmsynth.factory.errors import RecipeError
+from mmsynth.factory.recipe import Recipe, load_recipe
 from mmsynth.factory.seeds import Seed, iter_seeds, seed_fields
 from mmsynth.generators.types import Backend, Generation, GenerationRequest
 from mmsynth.prompts import (
@@ -36,10 +43,11 @@ from mmsynth.prompts import (
 )
 from mmsynth.prompts.errors import MmsynthError
 from mmsynth.prompts.lint import lint_source
-from mmsynth.validators import build_validators, run_stack
+from mmsynth.prompts.template import source_hash
 
 EDITOR_PATH = "<editor>"  # the `path` of templates parsed from editor text, in messages and tracebacks
 MAX_SAMPLES = 32  # a preview is a handful of samples; a batch run is `mmsynth run`
+EDITOR_SOURCES = 64  # editor texts a session keeps by hash, to hand them to build_plan; the oldest go
 
 T = TypeVar("T")
 
@@ -113,16 +121,35 @@ class StudioSession:
         self._backends: dict[str, Backend] = {}
         self._answers: dict[str, Generation] = {}  # request key -> answer: same request, same output
         self._seeds: list[Seed] = []
+        self._editor_sources: OrderedDict[str, str] = OrderedDict()  # template hash -> editor text
+        # (task, template hash) -> the task as build_plan made it; cleared by reload
+        self._task_plans: OrderedDict[tuple[str, str], TaskPlan] = OrderedDict()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
+        self.plan: Plan | None = None
         self.reload()
 
     # -- the recipe and its templates ------------------------------------------------------------------
 
     def reload(self) -> None:
-        """Read the recipe and template folders again (after a save, or an edit outside the studio)."""
-        self.recipe: Recipe = load_recipe(self.recipe_path)
-        self.plan: Plan = build_plan(self.recipe)
+        """Read the recipe and template folders again (after a save, or an edit outside the studio).
+
+        The validators are built with the first plan and kept while the recipe's `validators:` stay the
+        same (a judge or CLIP model is not loaded twice); when they change, the old ones are closed.
+        """
+        recipe = load_recipe(self.recipe_path)
+        old = self.plan
+        if old is not None and recipe.validators == self.recipe.validators:
+            plan = build_plan(recipe.model_copy(update={"validators": []}))
+            plan.recipe, plan.validators = recipe, old.validators
+        else:
+            plan = build_plan(recipe)
+            if old is not None:
+                close_validators(old.validators)
+        self.recipe: Recipe = recipe
+        self.plan = plan
+        with self._seed_lock:
+            self._task_plans.clear()
         self.fields: set[str] = seed_fields(self.recipe.seeds, self.recipe.base_dir)
         folders = [Path(p) for p in self.recipe.templates]
         if self.save_dir.is_dir() and self.save_dir not in folders:
@@ -180,6 +207,16 @@ class StudioSession:
         except TemplateError as e:
             raise StudioError(str(e)) from None
 
+    def parse(self, source: str) -> PromptTemplate:
+        """A template from editor text (TemplateError at its first problem); the text is kept for `run`."""
+        template = parse_editor_text(source)
+        with self._seed_lock:
+            self._editor_sources[template.hash] = source
+            self._editor_sources.move_to_end(template.hash)
+            while len(self._editor_sources) > EDITOR_SOURCES:
+                self._editor_sources.popitem(last=False)
+        return template
+
     def versions(self, template_id: str) -> list[PromptTemplate]:
         return [t for t in self.registry.list() if t.id == template_id]
 
@@ -187,7 +224,7 @@ class StudioSession:
 
     def available_vars(self, task: TaskPlan) -> set[str]:
         """Variable names the task can fill: the seed fields, and the recipe's mapped names whose field exists."""
-        spec = self._spec(task.name)
+        spec = next(t for t in self.recipe.tasks if t.name == task.name)
         return set(self.fields) | {var for var, src in spec.inputs.items() if src in self.fields}
 
     def lint(self, task_name: str, source: str, path: str = EDITOR_PATH) -> list[LintIssue]:
@@ -218,8 +255,8 @@ class StudioSession:
         return out
 
     def run(self, task_name: str, template: PromptTemplate, n: int) -> RunReport:
-        """Generate with the task's model on the first `n` seeds and judge every output with the recipe's
-        validators (fresh ones: dedup sees only these samples). StudioError when the model fails as a whole."""
+        """Generate with the task's model on the first `n` seeds and judge every output with the plan's
+        validators, as the first batch of a run. StudioError when the model fails as a whole."""
         task = self._task_with(task_name, template)
         seeds = self.seeds(n)
         started = time.monotonic()
@@ -246,43 +283,78 @@ class StudioSession:
                 answer = (self._answers[request.key], stamp) if request is not None else None
                 records = assemble_records(seed, task, request, answer, error, ChunkStats())
                 samples.append(SampleRun(seed, records))
-        live = [r for s in samples for r in s.records if r.error is None]
-        verdicts = run_stack(build_validators(self.recipe.validators), [r.candidate() for r in live])
-        for record, v in zip(live, verdicts, strict=True):
-            record.verdicts = list(v)
+            # Not remembered: the next preview is judged as a first batch too, not as a duplicate of this one.
+            validate_records(self.plan.validators, [r for s in samples for r in s.records], remember=False)
         return RunReport(task.name, template, samples, time.monotonic() - started, len(todo))
 
     def close(self) -> None:
-        """Unload the models and stop the backend thread."""
+        """Unload the models, close the validators and stop the backend thread; a second call does nothing."""
         with self._run_lock:
-            for backend in self._backends.values():
-                backend.close()
-            self._backends.clear()
-            if self._loop is not None:
-                self._loop.call_soon_threadsafe(self._loop.stop)
-                assert self._loop_thread is not None
-                self._loop_thread.join()
-                self._loop.close()
-                self._loop = self._loop_thread = None
+            try:
+                for backend in self._backends.values():
+                    backend.close()
+                self._backends.clear()
+                if self.plan is not None:
+                    validators, self.plan.validators = self.plan.validators, []
+                    close_validators(validators)
+            finally:
+                if self._loop is not None:
+                    self._loop.call_soon_threadsafe(self._loop.stop)
+                    assert self._loop_thread is not None
+                    self._loop_thread.join()
+                    self._loop.close()
+                    self._loop = self._loop_thread = None
 
     # -- internals --------------------------------------------------------------------------------------
 
-    def _spec(self, task_name: str) -> TaskSpec:
-        return next(t for t in self.recipe.tasks if t.name == task_name)
-
     def _task_with(self, task_name: str, template: PromptTemplate) -> TaskPlan:
-        """The recipe's task with `template` in place of its own: inputs and sampling derived as build_plan does."""
-        base = self.task(task_name)
+        """The recipe's task with `template` in place of its own, as `build_plan` makes it (inputs,
+        sampling, checks) from the recipe with the template added as the newest of its folders."""
+        self.task(task_name)
         view = next(v for v in self.tasks() if v.name == task_name)
         if view.why_not:
             raise StudioError(f"task '{task_name}' cannot be previewed: it {view.why_not}")
-        spec = self._spec(task_name)
-        inputs = {
-            var: spec.inputs.get(var, var) for var in sorted(template.variables() | set(template.inputs))
-        }
-        sampling = {**template.sampling, **spec.sampling.model_dump(exclude_none=True)}
-        sampling.pop("n", None)
-        return dataclasses.replace(base, template=template, inputs=inputs, sampling=sampling)
+        key = (task_name, template.hash)
+        with self._seed_lock:
+            cached = self._task_plans.get(key)
+        if cached is not None:
+            return dataclasses.replace(cached, template=template)
+        raw = self._source_of(template)
+        with tempfile.TemporaryDirectory(prefix="mmsynth-studio-") as folder:
+            (Path(folder) / "preview.j2").write_bytes(raw)  # the last folder wins for its id@version
+            tasks = [
+                t.model_copy(update={"template": template.ref}) if t.name == task_name else t
+                for t in self.recipe.tasks
+            ]
+            variant = self.recipe.model_copy(
+                update={"templates": [*self.recipe.templates, Path(folder)], "tasks": tasks, "validators": []}
+            )
+            try:
+                plan = build_plan(variant)
+            except RecipeError as e:  # what `mmsynth run` would refuse: say it as the run would
+                raise StudioError(str(e)) from None
+        task = next(t for t in plan.tasks if t.name == task_name)
+        with self._seed_lock:
+            self._task_plans[key] = task
+            while len(self._task_plans) > EDITOR_SOURCES:
+                self._task_plans.popitem(last=False)
+        return dataclasses.replace(task, template=template)
+
+    def _source_of(self, template: PromptTemplate) -> bytes:
+        """The text `template` was parsed from: the editor's (kept by `parse`) or its file's, unchanged."""
+        with self._seed_lock:
+            text = self._editor_sources.get(template.hash)
+        if text is not None:
+            return text.encode("utf-8")
+        if template.path == EDITOR_PATH:
+            raise StudioError("this editor text was not parsed by the session; send it again")
+        try:
+            raw = Path(template.path).read_bytes()
+        except OSError as e:
+            raise StudioError(f"cannot read template {template.ref} at {template.path}: {e}") from None
+        if source_hash(raw) != template.hash:
+            raise StudioError(f"{template.path} changed since it was read; reload the page")
+        return raw
 
     def _backend(self, model_name: str) -> Backend:
         if model_name not in self._backends:
