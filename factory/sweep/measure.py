@@ -125,6 +125,7 @@ class Rung:
 
 def measure(
     spec: SweepSpec,
+    baseline: str,
     student: str,
     runs: dict[str, VariantRun],
     arms_dir: Path,
@@ -132,10 +133,10 @@ def measure(
     log: Callable[[str], None],
 ) -> tuple[list[Rung], dict[str, Any]]:
     """Pools for every variant on equal terms, then the rungs; returns them and what the pools hold."""
-    splits = load_dataset_examples(spec.baseline)
+    splits = load_dataset_examples(baseline)
     train, evals, how = split_real(splits, seed=spec.seed)
     if not train or not evals:
-        raise ValueError(f"baseline {spec.baseline} gives {len(train)} train and {len(evals)} eval examples")
+        raise ValueError(f"baseline {baseline} gives {len(train)} train and {len(evals)} eval examples")
     for r in runs.values():
         synthetic = read_run_dir(r.run_dir, spec.synthetic_tasks or None)
         bad, _ = check_contamination(synthetic, evals)

@@ -41,6 +41,16 @@ class HalvingSpec(_Config):
     )
 
 
+class ScenesBaseline(_Config):
+    """Real data rendered on the fly: labelled scenes with exact captions and QA (`mmsynth scenes`)."""
+
+    train: str = Field(default="0:16", description="Scene range START:COUNT of the real train split.")
+    test: str = Field(default="20000:48", description="Scene range START:COUNT of the evaluation split.")
+    seed: int = Field(default=0, description="Scene seed (a recipe's `seeds.seed`).")
+    max_objects: int = Field(default=3, ge=1, le=9, description="Most objects per scene.")
+    qa: bool = Field(default=True, description="Also write VQA rows (the scene's exact questions).")
+
+
 class SweepSpec(_Config):
     """What a sweep varies and how it measures the variants (fields documented in docs/sweep.md)."""
 
@@ -51,7 +61,9 @@ class SweepSpec(_Config):
     search: Literal["grid", "random"] = Field(default="grid", description="Every combination, or a sample.")
     samples: int | None = Field(default=None, ge=1, description="How many variants `search: random` draws.")
     seed: int = Field(default=0, description="Seeds the random search, pool sampling and exemplar draws.")
-    baseline: str = Field(description="Real data: a folder or file `mmsynth gain --baseline` reads.")
+    baseline: str | dict[str, ScenesBaseline] = Field(
+        description="Real data: a folder or file `mmsynth gain --baseline` reads, or `{scenes: {...}}`."
+    )
     student: str = Field(default="tiny:vlm", description="The student model (folder, Hub id or tiny:...).")
     tasks: list[str] = Field(default_factory=list, description="Trainer tasks (default: all the data has).")
     synthetic_tasks: list[str] = Field(default_factory=list, description="Run tasks used as training data.")
@@ -65,8 +77,16 @@ class SweepSpec(_Config):
     pool_size: int | None = Field(
         default=None, ge=1, description="Baseline pool size (default: all real train)."
     )
+    mode: Literal["replace", "add"] = Field(
+        default="replace",
+        description="replace: the baseline's size with `fraction` swapped for synthetic data; add: the "
+        "baseline plus the same number of synthetic examples for every variant.",
+    )
     fraction: float = Field(
-        default=0.5, gt=0, le=1, description="Share of the baseline pool replaced by synthetic data."
+        default=0.5, gt=0, le=1, description="mode replace: share of the baseline pool replaced."
+    )
+    synthetic: int | None = Field(
+        default=None, ge=1, description="mode add: at most this many synthetic examples per pool."
     )
     rank_by: str | None = Field(
         default=None, description="`task@shots` that ranks the variants (default: the first)."
@@ -111,8 +131,25 @@ def load_sweep(path: str | Path) -> tuple[SweepSpec, Path, Any]:
             problems.append(
                 problem_at(path, root, ("sweep", "axes", name), "an axis needs at least one value")
             )
+    if isinstance(spec.baseline, dict) and set(spec.baseline) != {"scenes"}:
+        problems.append(
+            problem_at(path, root, ("sweep", "baseline"), "a baseline mapping has one key, `scenes:`")
+        )
     if problems:
         raise RecipeError(problems)
-    if not Path(spec.baseline).is_absolute():
+    if isinstance(spec.baseline, str) and not Path(spec.baseline).is_absolute():
         spec.baseline = str(base / spec.baseline)
     return spec, recipe, root
+
+
+def baseline_path(spec: SweepSpec, out: Path) -> str:
+    """The real data's path; a `scenes:` baseline is written into the sweep folder first (idempotent)."""
+    if isinstance(spec.baseline, str):
+        return spec.baseline
+    from mmsynth.factory.curate.scenes import parse_range, write_scene_dataset
+
+    b = spec.baseline["scenes"]
+    folder = out / "baseline"
+    if not (folder / "test.parquet").exists():
+        write_scene_dataset(folder, parse_range(b.train), parse_range(b.test), b.seed, b.max_objects, b.qa)
+    return str(folder)
