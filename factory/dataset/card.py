@@ -1,4 +1,6 @@
-"""The run folder's README.md: `configs` that `datasets.load_dataset(RUN_DIR)` reads, and a short card."""
+"""Dataset cards: the one writer of README.md front matter (`card_text`), and the run folder's card:
+`configs` that `datasets.load_dataset(RUN_DIR)` reads, and a short body. The published card
+(factory/publish/card.py) is written by `card_text` too."""
 
 from __future__ import annotations
 
@@ -7,8 +9,24 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from huggingface_hub import DatasetCard
 
 from mmsynth.factory.dataset.shards import SPLITS
+from mmsynth.prompts.files import write_atomic
+
+
+def card_text(meta: dict[str, Any], body: str) -> str:
+    """README.md text: `meta` as YAML front matter (keys in the given order), then `body` as is.
+
+    It goes through huggingface_hub's `DatasetCard`, so the header is what the Hub and `datasets` parse;
+    ValueError when the metadata does not come back as given (e.g. a key the card data rewrites).
+    """
+    head = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True)
+    card = DatasetCard(f"---\n{head}---\n{body}")
+    given = {k: v for k, v in meta.items() if v is not None}  # the card drops empty keys
+    if card.data.to_dict() != given:
+        raise ValueError("the card's metadata did not parse back as written")
+    return str(card)
 
 
 def dataset_configs(run_dir: Path, tasks: list[str]) -> list[dict[str, Any]]:
@@ -33,15 +51,13 @@ def dataset_configs(run_dir: Path, tasks: list[str]) -> list[dict[str, Any]]:
 def write_card(
     run_dir: Path, recipe_name: str, tasks: list[str], stats: dict[str, Any], lineage: dict[str, Any]
 ) -> None:
+    """Write RUN/README.md: the configs of the run's shards, its counts and its lineage."""
     meta = {
         "configs": dataset_configs(run_dir, tasks),
         "tags": ["synthetic", "mmsynth"],
     }
     rec = stats["records"]
     lines = [
-        "---",
-        yaml.safe_dump(meta, sort_keys=False).rstrip(),
-        "---",
         f"# {recipe_name}",
         "",
         f"Synthetic data made by mmsynth from the recipe in `recipe.yaml`: {rec['accepted']} accepted and "
@@ -62,4 +78,4 @@ def write_card(
         'Load it with `datasets.load_dataset("<this folder>")`, or one task with `name="<task>"`.',
         "",
     ]
-    (run_dir / "README.md").write_text("\n".join(lines))
+    write_atomic(run_dir / "README.md", card_text(meta, "\n".join(lines)))

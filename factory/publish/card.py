@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import datasets
-import yaml
 from datasets.info import DatasetInfosDict
-from huggingface_hub import DatasetCard
+
+from mmsynth.factory.dataset.card import card_text
 
 # Template `task` (front matter) -> Hub task category.
 TASK_CATEGORIES = {
@@ -130,13 +130,9 @@ def _template_ref(c: CardInputs, template: str) -> str:
 
 
 def render_card(c: CardInputs) -> str:
-    """The README.md text: YAML front matter, then the body. Parsed back with `DatasetCard` as a check."""
+    """The README.md text: YAML front matter, then (after a blank line) the body; see `card_text`."""
     meta = card_metadata(c)
-    body = "\n".join(_body(c, meta))
-    text = f"---\n{yaml.safe_dump(meta, sort_keys=False, allow_unicode=True).rstrip()}\n---\n\n{body}\n"
-    parsed = DatasetCard(text)
-    assert parsed.data.to_dict().get("configs") == meta["configs"], "the card's metadata did not parse back"
-    return text
+    return card_text(meta, "\n" + "\n".join(_body(c, meta)) + "\n")
 
 
 def _fence(text: str, lang: str = "") -> list[str]:
