@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from mmsynth.factory.cli.main import main
 from mmsynth.factory.cli.prompts import add_prompts_commands
 
 USER_TEMPLATE = """\
@@ -27,10 +28,8 @@ inputs:
 
 
 def run(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="mmsynth")
-    add_prompts_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["prompts", *argv])
-    return args.func(args)
+    # Through `main`: it maps errors to exit codes for every command.
+    return main(["prompts", *argv])
 
 
 def test_list(capsys):
