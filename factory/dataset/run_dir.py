@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mmsynth.factory.dataset.lock import LOCK_NAME, RunLock, RunLocked
 from mmsynth.prompts.errors import MmsynthError
 from mmsynth.prompts.files import atomic_open
 
@@ -38,6 +39,7 @@ def write_json_atomic(path: Path, obj: Any) -> None:
 @dataclass
 class RunDir:
     path: Path
+    lock: RunLock | None = field(default=None, repr=False, compare=False)  # held from open() to close()
 
     @property
     def state(self) -> Path:
@@ -64,6 +66,17 @@ class RunDir:
         `fresh` deletes the outputs but keeps the response cache, so unchanged requests are not sent again.
         """
         info = self.state / "run.json"
+        # Only .mmsynth and no run.json: a claim cut short, which this run may take.
+        foreign = self.path.exists() and any(p.name != ".mmsynth" for p in self.path.iterdir())
+        if not fresh and not info.exists() and foreign:
+            raise RunDirError(
+                f"{self.path} exists, is not empty and is not an mmsynth run folder. "
+                f"Choose another --out, or empty it first."
+            )
+        try:  # before anything is read or cleared: a second writer must not touch the folder
+            self.lock = RunLock.acquire(self.state)
+        except RunLocked as e:
+            raise RunDirError(str(e)) from None
         if fresh and self.path.exists():
             self._clear_outputs()
         elif info.exists():
@@ -76,18 +89,19 @@ class RunDir:
                     f"requests go to the model), or choose another --out."
                 )
             return
-        elif self.path.exists() and any(p for p in self.path.iterdir()):
-            raise RunDirError(
-                f"{self.path} exists, is not empty and is not an mmsynth run folder. "
-                f"Choose another --out, or empty it first."
-            )
         write_json_atomic(info, {"fingerprint": fingerprint, "describe": describe})
+
+    def close(self) -> None:
+        """Release the folder for the next run."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
     def _clear_outputs(self) -> None:
         for child in self.path.iterdir():
             if child.name == ".mmsynth":
                 for sub in child.iterdir():
-                    if sub.name != "cache":
+                    if sub.name not in ("cache", LOCK_NAME):
                         shutil.rmtree(sub) if sub.is_dir() else sub.unlink()
             else:
                 shutil.rmtree(child) if child.is_dir() else child.unlink()

@@ -60,9 +60,16 @@ def run_recipe(
 def _run_plan(
     plan: Plan, out: str | Path, fresh: bool, progress: bool, load: Callable[[Plan], None]
 ) -> RunResult:
-    recipe = plan.recipe
     run_dir = RunDir(Path(out).resolve())
-    run_dir.open(plan.fingerprint(), plan.describe(), fresh=fresh)
+    run_dir.open(plan.fingerprint(), plan.describe(), fresh=fresh)  # takes the folder's lock
+    try:
+        return _run_open(plan, run_dir, progress, load)
+    finally:
+        run_dir.close()
+
+
+def _run_open(plan: Plan, run_dir: RunDir, progress: bool, load: Callable[[Plan], None]) -> RunResult:
+    recipe = plan.recipe
     if run_dir.complete:
         return RunResult(run_dir.path, merge_chunks(_chunk_infos(run_dir), 0.0), already_complete=True)
 

@@ -238,12 +238,14 @@ def open_fifo_writer(fifo: Path, proc: subprocess.Popen | None, deadline: float)
 
 
 def feed_fifo(fifo: Path, data: bytes, stop) -> None:
-    """Serve `data` to every reader of `fifo` until `stop` is set (runs in a thread during a resume)."""
+    """Serve `data` to the first reader of `fifo` (the resumed run reads the seed once), unless `stop`
+    comes first. Once only: a second writer while the reader is still open would append to its bytes."""
     while not stop.is_set():
         fd = open_fifo_writer(fifo, None, time.time() + 0.2)
         if fd is not None:
             os.write(fd, data)
             os.close(fd)
+            return
 
 
 def run_feeding(recipe: Path, out: Path, fifo: Path) -> subprocess.CompletedProcess:
@@ -346,6 +348,24 @@ def test_ctrl_c_twice_during_start_up_exits_130_without_a_traceback(fifo_referen
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "resume" in err, err
     assert run_feeding(recipe, out, fifo).returncode == 0
+    assert rows(out) == fifo_reference
+
+
+def test_a_second_run_on_the_same_folder_is_refused_naming_the_first(fifo_reference, tmp_path):
+    recipe = write_fifo_recipe(tmp_path, fifo=True)
+    fifo, out = tmp_path / "imgs" / "4.png", tmp_path / "run"
+    first = start_run(recipe, out)
+    fd = open_fifo_writer(fifo, first, time.time() + 300)  # the first run is mid-way, holding the lock
+    assert fd is not None, first.communicate()[1]
+    second = run_cli(recipe, out)
+    os.write(fd, fifo_image())
+    os.close(fd)
+    _, err = first.communicate(timeout=300)
+    assert second.returncode == 2, second.stderr
+    assert f"another mmsynth run (process {first.pid}" in second.stderr
+    assert first.returncode == 0, err
+    sent = log_keys(out, "sent")
+    assert len(sent) == len(set(sent)) == 8  # nothing was sent twice
     assert rows(out) == fifo_reference
 
 
