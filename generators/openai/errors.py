@@ -9,6 +9,7 @@ import re
 import time
 
 from mmsynth.generators.openai.transport import Reply
+from mmsynth.prompts.errors import MmsynthError
 
 OVERLOAD = frozenset({429, 503, 504})  # the server says "slower": retried, and the limiter halves
 TRANSIENT = OVERLOAD | {500, 502}
@@ -16,7 +17,7 @@ AUTH = frozenset({401, 403})
 RETRY_AFTER_MAX_S = 300.0
 
 
-class ServerError(RuntimeError):
+class ServerError(MmsynthError, RuntimeError):
     """The server as a whole is failing (unreachable, wrong model, retries exhausted, key refused)."""
 
 

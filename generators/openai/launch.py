@@ -34,12 +34,14 @@ from typing import Any
 
 import httpx
 
+from mmsynth.prompts.errors import MmsynthError
+
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 TAG_VAR = "MMSYNTH_SERVER_TAG"  # set in every server's environment; inherited by its descendants
 _RESERVED = {"model", "host", "port", "served-model-name"}
 
 
-class LaunchError(RuntimeError):
+class LaunchError(MmsynthError, RuntimeError):
     """A managed server did not start (exited, or no /health answer in time); says which and why."""
 
 

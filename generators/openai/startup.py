@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from pathlib import Path
 
 from mmsynth.generators.openai.errors import AUTH, ServerError, server_message
 from mmsynth.generators.openai.options import join_url, server_root
 from mmsynth.generators.openai.transport import Transport, TransportFailure, TransportTimeout
+from mmsynth.prompts.names import did_you_mean
 
 
 @dataclass(frozen=True)
@@ -48,8 +48,8 @@ async def check_server(
         if len(same) == 1:
             name = same[0]
         else:
-            close = difflib.get_close_matches(name, list(served), n=1, cutoff=0.3)
-            hint = f" Did you mean {close[0]!r}? Set options.served_model_name." if close else ""
+            hint = did_you_mean(name, served, cutoff=0.3)
+            hint += " Set options.served_model_name." if hint else ""
             raise ServerError(
                 f"the server at {url} does not serve model {name!r}; it serves: "
                 f"{', '.join(map(repr, served)) or 'nothing'}.{hint}"
