@@ -2,25 +2,20 @@
 
 tf-idf vectors over 1- to 4-grams, document frequencies taken from the references of the evaluated set,
 cosine similarity with the candidate's counts clipped to the reference's, a gaussian length penalty
-(sigma 6), averaged over references and n, times 10. Tokenisation is separate: `tokenize_caption`
-lowercases and strips punctuation as the COCO PTB tokenizer does for plain captions.
+(sigma 6), averaged over references and n, times 10. `cider_d` tokenises raw captions first as
+pycocoevalcap does (CoreNLP's PTB tokenizer, lowercased, its punctuation list dropped), with the
+Python re-implementation in `mmsynth.trainer.ptb`, so scores are comparable with published CIDEr.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 
+from mmsynth.trainer.ptb import tokenize_caption
+
 Ngrams = Counter[tuple[str, ...]]
-
-_PUNCT = re.compile(r"[^\w\s']|'(?!\w)|(?<!\w)'")
-
-
-def tokenize_caption(text: str) -> list[str]:
-    """Lowercased word tokens without punctuation (close to the PTB tokenizer COCO evaluation runs first)."""
-    return _PUNCT.sub(" ", text.lower()).split()
 
 
 def _ngrams(tokens: Sequence[str], n: int) -> Ngrams:

@@ -69,6 +69,143 @@ def test_tokenizer_lowercases_and_strips_punctuation():
     assert tokenize_caption("A red, LARGE circle.") == ["a", "red", "large", "circle"]
 
 
+# Captions with punctuation and their tokens from pycocoevalcap 1.2 itself: `PTBTokenizer().tokenize`
+# (which runs the Stanford CoreNLP 3.4.1 jar it ships, on Java 17) and `Cider().compute_score` on
+# its output, run once by hand; the numbers are copied here.
+PUNCT_CANDS = [
+    "A black-and-white dog's toy (a ball) on the grass.",
+    "Two men can't open the door... they're \"stuck\"!",
+    "A 3-year-old boy, wearing a T-shirt, eats 1/2 of a pizza at 5:30 p.m.",
+    "Mr. Smith's cat sits on the U.S. flag; it's grey.",
+    "A train -- red, white & blue -- waits at the station [platform 2].",
+]
+PUNCT_REFS = [
+    [
+        "A black and white dog plays with a toy ball on the grass.",
+        "The dog's toy, a ball, lies in the grass (near a tree).",
+        "A black-and-white puppy with its toy on a lawn.",
+    ],
+    [
+        "Two men who can't open a door.",
+        "Men are stuck outside; they cannot open the door!",
+        "Two guys try to open a stuck door...",
+    ],
+    [
+        "A young boy in a T-shirt eating pizza.",
+        "A 3-year-old eats half of a pizza: it's 5:30.",
+        "A kid, about 3 years old, eating a slice of pizza.",
+    ],
+    [
+        "A grey cat sitting on an American flag.",
+        "Mr. Smith's grey cat is on the U.S. flag.",
+        "The cat sits on a flag, it's grey.",
+    ],
+    [
+        "A red, white and blue train at the station.",
+        "A train waiting at platform 2.",
+        "The train (red & blue) waits at the station.",
+    ],
+]
+PYCOCO_CAND_TOKENS = [
+    "a black-and-white dog 's toy -lrb- a ball -rrb- on the grass",
+    "two men ca n't open the door they 're stuck",
+    "a 3-year-old boy wearing a t-shirt eats 1/2 of a pizza at 5:30 p.m.",
+    "mr. smith 's cat sits on the u.s. flag it 's grey",
+    "a train red white & blue waits at the station -lsb- platform 2 -rsb-",
+]
+PYCOCO_REF_TOKENS = [
+    [
+        "a black and white dog plays with a toy ball on the grass",
+        "the dog 's toy a ball lies in the grass -lrb- near a tree -rrb-",
+        "a black-and-white puppy with its toy on a lawn",
+    ],
+    [
+        "two men who ca n't open a door",
+        "men are stuck outside they can not open the door",
+        "two guys try to open a stuck door",
+    ],
+    [
+        "a young boy in a t-shirt eating pizza",
+        "a 3-year-old eats half of a pizza it 's 5:30",
+        "a kid about 3 years old eating a slice of pizza",
+    ],
+    [
+        "a grey cat sitting on an american flag",
+        "mr. smith 's grey cat is on the u.s. flag",
+        "the cat sits on a flag it 's grey",
+    ],
+    [
+        "a red white and blue train at the station",
+        "a train waiting at platform 2",
+        "the train -lrb- red & blue -rrb- waits at the station",
+    ],
+]
+PYCOCO_CIDER = 2.0248798327485806
+PYCOCO_PER_IMAGE = [
+    1.8593307156030328,
+    2.1569398078234725,
+    1.056361796313388,
+    3.124022177235136,
+    1.9277446667678744,
+]
+
+
+def test_tokens_are_pycocoevalcaps_on_captions_with_punctuation():
+    assert [" ".join(tokenize_caption(c)) for c in PUNCT_CANDS] == PYCOCO_CAND_TOKENS
+    assert [[" ".join(tokenize_caption(r)) for r in refs] for refs in PUNCT_REFS] == PYCOCO_REF_TOKENS
+
+
+def test_cider_of_raw_captions_with_punctuation_matches_pycocoevalcap():
+    score, per = cider_d(PUNCT_CANDS, PUNCT_REFS)
+    assert score == pytest.approx(PYCOCO_CIDER, abs=1e-9)
+    assert per == pytest.approx(PYCOCO_PER_IMAGE, abs=1e-9)
+
+
+# More of CoreNLP 3.4.1's rules (`PTBTokenizer -preserveLines -lowerCase` on the jar, then
+# pycocoevalcap's punctuation list dropped), one line each.
+@pytest.mark.parametrize(
+    ("caption", "tokens"),
+    [
+        (
+            "They're gonna play, won't they? I'm sure we'll see.",
+            "they 're gon na play wo n't they i 'm sure we 'll see",
+        ),
+        (
+            "Cannot stop 'em. 'Tis a dogs' park: kids' toys - one/two items.",
+            "can not stop 'em 't is a dogs park kids toys one/two items",
+        ),
+        ("hello!!! what?! wow?? ok.. so... umm.... yes", "hello !!! what ?! wow ?? ok so umm yes"),
+        (
+            "a cat(sitting) on a (big)mat [x]y {z}w",
+            "a cat -lrb- sitting -rrb- on a -lrb- big -rrb- mat -lsb- x -rsb- y -lcb- z -rcb- w",
+        ),
+        (
+            "“curly quotes” and ‘single’ and it’s — dash – endash … ellipsis",
+            "curly quotes and single and it 's dash endash ellipsis",
+        ),
+        ("a very---long dash and -leading trailing- words", "a very long dash and leading trailing words"),
+        (
+            "50-50 odds; 1.5x; $3.50; #1; 100s; 3/4; 50% off 1,000",
+            "50-50 odds 1.5 x $ 3.50 # 1 100s 3/4 50 % off 1,000",
+        ),
+        (
+            "Dr. Who at St. Louis, no. 5 and no. A... b the cat sat.",
+            "dr. who at st. louis no. 5 and no a. b the cat sat",
+        ),
+        (
+            "2 1/2 cups, e.g. at 5 p.m. in the U.S.A. o'clock rock 'n' roll '90s",
+            "2\xa01/2 cups e.g. at 5 p.m. in the u.s.a. o'clock rock 'n' roll '90s",
+        ),
+        (
+            "it's 5'10\" tall and a mat.the end; email me@example.com",
+            "it 's 5 10 tall and a mat.the end email me@example.com",
+        ),
+    ],
+)
+def test_ptb_rules_as_corenlp_applies_them(caption, tokens):
+    assert tokenize_caption(caption) == tokens.split(" ")
+
+
 def test_rejects_mismatched_inputs():
     with pytest.raises(ValueError):
         cider_d(["one"], [["a"], ["b"]])
