@@ -153,7 +153,8 @@ function recCard(rec, run, compact) {
     el("div", {class: "head"}, [
       el("span", {class: "badge" + (rec.accepted ? " ok" : ""), text: rec.accepted ? "accepted" : "rejected"}),
       el("span", {text: rec.task}),
-      el("span", {text: "seed " + rec.seed_index + (rec.sample_index ? " · sample " + rec.sample_index : "")}),
+      // In a comparison the seed heads the row, so a card names only its sample.
+      el("span", {text: compact ? "sample " + rec.sample_index : "seed " + rec.seed_index + (rec.sample_index ? " · sample " + rec.sample_index : "")}),
       compact ? null : el("code", {text: rec.template_id + "@" + rec.template_version}),
     ]),
     el("div", {class: "body"}, [
