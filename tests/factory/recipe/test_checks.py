@@ -164,3 +164,19 @@ def test_duplicate_keys_are_reported_with_the_reference_checks(tmp_path):
         "duplicate key 'name'",
         "'zz' is not a task that reads the seeds",
     ]
+
+
+def test_ray_resource_checks_list_every_model_that_cannot_be_placed(tmp_path):
+    from mmsynth.factory.executors.ray import check_resources, model_settings
+
+    text = (
+        BASE.replace("tasks:", "  lm2: {backend: transformers, model: tiny:lm}\ntasks:")
+        + "  - {name: b, template: caption.short, model: lm2}\n"
+        + "ray:\n  models:\n    lm: {num_gpus: 2}\n    lm2: {num_cpus: 64}\n"
+    )
+    plan = build_plan(load_recipe(_write(tmp_path, text)))
+    nodes = [{"Alive": True, "Resources": {"CPU": 8.0, "GPU": 1.0}}]
+    with pytest.raises(RecipeError) as e:
+        check_resources(plan, model_settings(plan, RayOptions()), nodes)
+    assert [p.loc for p in e.value.problems] == ["ray.models.lm.num_gpus", "ray.models.lm2.num_cpus"]
+    assert "needs 2 GPU" in str(e.value) and "needs 64 CPU" in str(e.value)
