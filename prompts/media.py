@@ -12,6 +12,7 @@ import hashlib
 import io
 import os
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,8 +82,8 @@ class ImageRef:
             try:
                 data = path.read_bytes()
             except OSError as e:
-                raise ValueError(f"cannot read image {source or path}: {e.strerror or e} ({path})") from None
-            ref = cls.from_bytes(data, source=source or str(path))
+                raise ValueError(f"cannot read image {source or value}: {e.strerror or e} ({path})") from None
+            ref = cls.from_bytes(data, source=source or str(value))  # named as the cell names it
         elif hasattr(value, "save") and hasattr(value, "size"):  # a decoded PIL image
             ref = cls.from_pil(value, source=source)
         else:
@@ -107,7 +108,12 @@ class ImageRef:
         from PIL import Image
 
         try:
-            img = Image.open(io.BytesIO(self.data))
+            with warnings.catch_warnings():
+                # Pillow warns from 89 MP; the limit checked below is lower, and says which image and why.
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                img = Image.open(io.BytesIO(self.data))
+        except Image.DecompressionBombError as e:  # over twice Pillow's own limit: refused by Pillow
+            raise ImageTooLarge(f"image {self.label} is too large: {_pil_message(e)}") from None
         except Exception as e:  # PIL raises several unrelated types for bad data
             raise ValueError(f"cannot decode image {self.label}: {_pil_message(e)}") from e
         width, height = img.size

@@ -6,7 +6,6 @@ Reads the Parquet shards directly (no `datasets` cache involved), so it always s
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
 import textwrap
@@ -14,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
+
+from mmsynth.prompts.media import ImageRef
 
 # Columns that hold JSON text in the shards, shown decoded.
 _JSON_COLUMNS = ("parsed", "seed", "sampling", "generation")
@@ -87,9 +88,11 @@ def render_png(row: dict[str, Any], path: Path, width: int = 520) -> None:
 
 
 def _image(cell: dict[str, Any]):
-    from PIL import Image
-
-    return Image.open(io.BytesIO(cell["bytes"])).convert("RGB")
+    """The cell's pixels, by the one decoder (refuses an image over the pixel limit, by name)."""
+    image = ImageRef.from_cell(cell, source="the record's image")
+    if image is None:
+        raise ValueError("the record's image cell is empty")
+    return image.to_pil()
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -100,7 +103,11 @@ def cmd_show(args: argparse.Namespace) -> int:
         return 2
     print(json.dumps(readable(row), indent=2, ensure_ascii=False, default=str))
     if args.png:
-        render_png(row, Path(args.png))
+        try:
+            render_png(row, Path(args.png))
+        except ValueError as e:  # an image that cannot be decoded, or one over the pixel limit
+            print(f"error: {args.subset} {args.split} #{args.index}: {e}", file=sys.stderr)
+            return 2
         print(f"wrote {args.png}", file=sys.stderr)
     return 0
 

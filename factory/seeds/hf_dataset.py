@@ -26,6 +26,7 @@ from mmsynth.factory.seeds.base import (
     stop_index,
 )
 from mmsynth.prompts.media import ImageRef
+from mmsynth.prompts.rows import load_split
 
 FIELDS = None  # the dataset's columns: see peek_fields
 
@@ -70,28 +71,19 @@ def _local(config: HFDatasetConfig, base_dir: str | Path | None) -> Path | None:
 
 
 def open_dataset(config: HFDatasetConfig, base_dir: str | Path | None = None):
-    """The split as a `datasets.Dataset` (or `IterableDataset` when streaming), image columns undecoded."""
+    """The split as a `datasets.Dataset` (or `IterableDataset` when streaming), image columns undecoded,
+    read by the one row reader (mmsynth.prompts.rows.load_split)."""
     import datasets
 
     local = _local(config, base_dir)
-    if local is not None and ((local / "state.json").exists() or (local / "dataset_dict.json").exists()):
-        ds = datasets.load_from_disk(str(local))
-        if isinstance(ds, datasets.DatasetDict):
-            if config.split not in ds:
-                raise ValueError(f"{local}: no split '{config.split}'; splits: {', '.join(ds)}")
-            ds = ds[config.split]
-    else:
-        ds = datasets.load_dataset(
-            str(local) if local is not None else config.path,
-            config.name,
-            split=config.split,
-            revision=config.revision,
-            streaming=config.streaming,
-        )
-    features = ds.features or {}
-    for column, feature in features.items():
-        if isinstance(feature, datasets.Image) and feature.decode:
-            ds = ds.cast_column(column, datasets.Image(decode=False))
+    ds = load_split(
+        str(local) if local is not None else config.path,
+        config.split,
+        name=config.name,
+        revision=config.revision,
+        streaming=config.streaming,
+        local=local is not None,
+    )
     if config.image_field is not None and ds.features is not None:
         feature = ds.features.get(config.image_field)
         if not isinstance(feature, datasets.Image):

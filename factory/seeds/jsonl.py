@@ -18,6 +18,7 @@ from mmsynth.factory.seeds.base import (
     seed_id,
     stop_index,
 )
+from mmsynth.prompts.rows import jsonl_lines
 
 FIELDS = None  # the record's own keys: see peek_fields
 
@@ -40,14 +41,6 @@ class JsonlConfig(SourceConfig):
     )
 
 
-def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
-    """(1-based line number, raw line) for every non-blank line, streaming."""
-    with path.open("rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            if raw.strip():
-                yield lineno, raw
-
-
 def iter_seeds(config: JsonlConfig, base_dir: str | Path | None = None, start: int = 0) -> Iterator[Seed]:
     """One seed per non-blank line; `index` counts those lines. Lines before `start` are not parsed.
 
@@ -56,7 +49,7 @@ def iter_seeds(config: JsonlConfig, base_dir: str | Path | None = None, start: i
     """
     path = absolute(config.path, base_dir)
     stop = stop_index(config.limit, None)
-    for index, (lineno, raw) in enumerate(_lines(path)):
+    for index, (lineno, raw) in enumerate(jsonl_lines(path)):
         if stop is not None and index >= stop:
             return
         if index < start:
@@ -109,7 +102,7 @@ def count_seeds(config: JsonlConfig, base_dir: str | Path | None = None) -> int:
     """Non-blank lines, capped by `limit` (one pass over the file, no JSON parsing)."""
     path = absolute(config.path, base_dir)
     n = 0
-    for _ in _lines(path):
+    for _ in jsonl_lines(path):
         if config.limit is not None and n >= config.limit:
             break
         n += 1
@@ -119,7 +112,7 @@ def count_seeds(config: JsonlConfig, base_dir: str | Path | None = None) -> int:
 def peek_fields(config: JsonlConfig, base_dir: str | Path | None = None) -> set[str]:
     """Keys of the first line that is a JSON object, plus `image` when `image_field` is set."""
     path = absolute(config.path, base_dir)
-    for _, raw in _lines(path):
+    for _, raw in jsonl_lines(path):
         try:
             record = json.loads(raw)
         except ValueError:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+from image_helpers import bomb_png
 from trainer_helpers import caption_rows, png_bytes, write_run_dir
 
 from mmsynth.trainer.data import is_run_dir, load_dataset_examples, read_run_dir
@@ -76,3 +78,15 @@ def test_jsonl_baseline_kinds(jsonl_baseline):
     assert vqa.target == "red" and len(vqa.references) == 10
     assert qa.prompt == "2+2=" and qa.target == "4"
     assert lm.prompt == "" and lm.target.startswith("plain text")
+
+
+def test_a_baseline_image_over_the_pixel_limit_is_an_error_naming_its_row(tmp_path):
+    (tmp_path / "huge.png").write_bytes(bomb_png())
+    path = tmp_path / "base.jsonl"
+    rows = [{"text": "plain text"}, {"image": "huge.png", "caption": "a black square"}]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    with pytest.raises(ValueError, match=rf"{path}:2: image huge\.png is 12000x12000 = 144,000,000 pixels"):
+        load_dataset_examples(path)
+    path.write_text(json.dumps(rows[0]) + "\n{broken\n")
+    with pytest.raises(ValueError, match=rf"{path}:2: invalid JSON"):
+        load_dataset_examples(path)

@@ -10,6 +10,7 @@ import datasets
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from image_helpers import bomb_png
 from PIL import Image
 
 from mmsynth.factory.cli.main import main
@@ -201,3 +202,23 @@ def test_validate_help_lists_the_command(capsys):
     with pytest.raises(SystemExit):
         main(["validate", "--help"])
     assert "--text-column" in capsys.readouterr().out
+
+
+def test_a_row_whose_image_is_over_the_pixel_limit_is_rejected_by_name(tmp_path):
+    (tmp_path / "huge.png").write_bytes(bomb_png())
+    Image.new("RGB", (16, 16), "red").save(tmp_path / "red.png")
+    data = tmp_path / "captions.jsonl"
+    data.write_text(
+        json.dumps({"text": "A red square on white.", "image": "red.png"})
+        + "\n"
+        + json.dumps({"text": "A black square, very large.", "image": "huge.png"})
+        + "\n"
+    )
+    recipe = write_recipe(tmp_path, "- {type: heuristics, min_chars: 8}\n")
+    out = tmp_path / "out"
+    assert main(["validate", str(data), "--recipe", str(recipe), "--out", str(out)]) == 0
+    assert [r["image"] for r in read(out, "data", "train")] == ["red.png"]
+    (rejected,) = read(out, "data", "rejected")
+    assert rejected["reject_reason"].startswith(
+        f"input: {data}:2: ImageTooLarge: image huge.png is 12000x12000 = 144,000,000 pixels, over the limit"
+    )
