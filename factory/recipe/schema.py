@@ -31,7 +31,7 @@ from mmsynth.factory.errors import Loc, Problem, RecipeError, choice_hint, descr
 from mmsynth.factory.seeds import ScenesConfig, SeedSourceConfig
 from mmsynth.factory.seeds.base import HubOrLocalSerializer, LocalFolder, OutputPath, resolve_hub_or_local
 
-TINY_MODELS = ("tiny:lm", "tiny:vlm", "tiny:sd")
+TINY_MODELS = ("tiny:lm", "tiny:vlm", "tiny:sd", "tiny:scene-vlm")
 NAME_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
 TASK_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 TEMPLATE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-/]*(@[0-9]+)?$")
@@ -65,8 +65,8 @@ class ModelSpec(_Config):
     )
     model: Annotated[str, AfterValidator(_resolve_model), HubOrLocalSerializer] = Field(
         description=(
-            "A local model folder, a Hub id (`org/name`), or `tiny:lm`, `tiny:vlm`, `tiny:sd` "
-            "(random-weight smoke-test models built locally on first use). A value starting with `.`, "
+            "A local model folder, a Hub id (`org/name`), or `tiny:lm`, `tiny:vlm`, `tiny:sd`, `tiny:scene-vlm` "
+            "(small smoke-test models built locally on first use). A value starting with `.`, "
             "`/` or `~`, or naming an existing folder relative to the recipe, is local and must exist."
         )
     )
