@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -22,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from mmsynth.prompts.files import write_atomic
 from mmsynth.trainer import fewshot
 from mmsynth.trainer.data import Example
 from mmsynth.trainer.pools import Pool, add_pool, baseline_pool, make_pools
@@ -277,14 +277,7 @@ def arm_cache_get(cache_dir: str | Path | None, key: str | None) -> dict | None:
 
 
 def arm_cache_put(cache_dir: str | Path, key: str, value: dict) -> None:
-    path = Path(cache_dir) / f"{key}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w") as f:
-        json.dump(value, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomic(Path(cache_dir) / f"{key}.json", json.dumps(value))
 
 
 def student_revision(student: str) -> str:

@@ -22,6 +22,7 @@ from mmsynth.factory.curate.decontaminate import check_contamination
 from mmsynth.factory.engine.runner import run_recipe
 from mmsynth.factory.sweep.spec import SweepSpec
 from mmsynth.factory.sweep.variants import Variant
+from mmsynth.prompts.files import write_atomic
 from mmsynth.trainer.data import Example, load_dataset_examples, read_run_dir
 from mmsynth.trainer.gain import GainConfig, Measurement, measure_arms, prepare_evaluation, split_real
 from mmsynth.trainer.pools import add_pool, baseline_pool, replace_pool
@@ -201,10 +202,7 @@ def measure(
 
 
 def write_json(path: Path, value: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(value, indent=2, sort_keys=True, default=str))
-    tmp.replace(path)
+    write_atomic(path, json.dumps(value, indent=2, sort_keys=True, default=str))
 
 
 __all__ = ["BASELINE", "Rung", "VariantRun", "gain_config", "generate", "measure"]
