@@ -28,6 +28,7 @@ from mmsynth.factory.studio.preview import (
     RunReport,
     StudioError,
     StudioSession,
+    parse_editor_text,
     read_source,
 )
 from mmsynth.factory.studio.versions import SaveProposal, propose_version, save_version
@@ -174,7 +175,7 @@ def create_app(session: StudioSession, hosts: Sequence[str] = ("127.0.0.1", "loc
 
 def _template(session: StudioSession, body: TemplateIn) -> PromptTemplate:
     if body.source is not None:
-        return session.parse(body.source)
+        return parse_editor_text(body.source)
     if body.ref:
         return session.template(body.ref)
     raise StudioError("give the template as `source` (editor text) or `ref` (a saved version)")

@@ -47,7 +47,8 @@ from mmsynth.prompts.template import source_hash
 
 EDITOR_PATH = "<editor>"  # the `path` of templates parsed from editor text, in messages and tracebacks
 MAX_SAMPLES = 32  # a preview is a handful of samples; a batch run is `mmsynth run`
-EDITOR_SOURCES = 64  # editor texts a session keeps by hash, to hand them to build_plan; the oldest go
+ANSWERS_KEPT = 4096  # model answers a session keeps (oldest dropped): a preview is far fewer
+EDITOR_SOURCES = 64  # editor texts kept by hash, to hand them to build_plan; the oldest go first
 
 T = TypeVar("T")
 
@@ -121,7 +122,6 @@ class StudioSession:
         self._backends: dict[str, Backend] = {}
         self._answers: dict[str, Generation] = {}  # request key -> answer: same request, same output
         self._seeds: list[Seed] = []
-        self._editor_sources: OrderedDict[str, str] = OrderedDict()  # template hash -> editor text
         # (task, template hash) -> the task as build_plan made it; cleared by reload
         self._task_plans: OrderedDict[tuple[str, str], TaskPlan] = OrderedDict()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -207,16 +207,6 @@ class StudioSession:
         except TemplateError as e:
             raise StudioError(str(e)) from None
 
-    def parse(self, source: str) -> PromptTemplate:
-        """A template from editor text (TemplateError at its first problem); the text is kept for `run`."""
-        template = parse_editor_text(source)
-        with self._seed_lock:
-            self._editor_sources[template.hash] = source
-            self._editor_sources.move_to_end(template.hash)
-            while len(self._editor_sources) > EDITOR_SOURCES:
-                self._editor_sources.popitem(last=False)
-        return template
-
     def versions(self, template_id: str) -> list[PromptTemplate]:
         return [t for t in self.registry.list() if t.id == template_id]
 
@@ -285,6 +275,8 @@ class StudioSession:
                 samples.append(SampleRun(seed, records))
             # Not remembered: the next preview is judged as a first batch too, not as a duplicate of this one.
             validate_records(self.plan.validators, [r for s in samples for r in s.records], remember=False)
+            while len(self._answers) > ANSWERS_KEPT:
+                del self._answers[next(iter(self._answers))]
         return RunReport(task.name, template, samples, time.monotonic() - started, len(todo))
 
     def close(self) -> None:
@@ -342,12 +334,12 @@ class StudioSession:
 
     def _source_of(self, template: PromptTemplate) -> bytes:
         """The text `template` was parsed from: the editor's (kept by `parse`) or its file's, unchanged."""
-        with self._seed_lock:
-            text = self._editor_sources.get(template.hash)
+        with _EDITOR_LOCK:
+            text = _EDITOR_SOURCES.get(template.hash)
         if text is not None:
             return text.encode("utf-8")
         if template.path == EDITOR_PATH:
-            raise StudioError("this editor text was not parsed by the session; send it again")
+            raise StudioError("this editor text is no longer known; send it again")
         try:
             raw = Path(template.path).read_bytes()
         except OSError as e:
@@ -390,9 +382,21 @@ class StudioSession:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
 
+_EDITOR_SOURCES: OrderedDict[str, str] = OrderedDict()  # template hash -> the editor text it came from
+_EDITOR_LOCK = threading.Lock()
+
+
 def parse_editor_text(source: str) -> PromptTemplate:
-    """A template from editor text; TemplateError at its first problem (lint lists them all)."""
-    return parse_template(source, EDITOR_PATH)
+    """A template from editor text; TemplateError at its first problem (lint lists them all).
+
+    The text is kept (the last EDITOR_SOURCES of them), so a session can hand it to build_plan."""
+    template = parse_template(source, EDITOR_PATH)
+    with _EDITOR_LOCK:
+        _EDITOR_SOURCES[template.hash] = source
+        _EDITOR_SOURCES.move_to_end(template.hash)
+        while len(_EDITOR_SOURCES) > EDITOR_SOURCES:
+            _EDITOR_SOURCES.popitem(last=False)
+    return template
 
 
 def read_source(template: PromptTemplate) -> str:

@@ -13,7 +13,7 @@ import pytest
 from studio_helpers import LOOSE_HEURISTICS
 
 from mmsynth.factory.cli.main import main
-from mmsynth.factory.studio.preview import StudioError, StudioSession
+from mmsynth.factory.studio.preview import StudioError, StudioSession, parse_editor_text
 from mmsynth.validators import VALIDATORS
 from mmsynth.validators.dedup.decontam import DecontaminationConfig, DecontaminationValidator
 
@@ -152,7 +152,7 @@ def test_an_edit_the_run_would_refuse_is_refused_with_the_run_s_message(tmp_path
     session = StudioSession(write_recipe(tmp_path, tiny_vlm))
     try:
         source = Path(session.task("captions").template.path).read_text()
-        edited = session.parse(source.replace("  image: image\n", "  image: image\n  mood: text\n"))
+        edited = parse_editor_text(source.replace("  image: image\n", "  image: image\n  mood: text\n"))
         with pytest.raises(
             StudioError, match="needs variable 'mood', but the scenes seeds provide no field 'mood'"
         ):
