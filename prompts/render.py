@@ -13,7 +13,7 @@ from jinja2.exceptions import SecurityError, UndefinedError
 from mmsynth.prompts.errors import TemplateRenderError
 from mmsynth.prompts.media import ImageRef
 from mmsynth.prompts.messages import ImagePart, Message, Part, RenderedPrompt, TextPart
-from mmsynth.prompts.sandbox import ENV
+from mmsynth.prompts.sandbox import ENV, TemplateLimitError, collect_output, render_budget
 from mmsynth.prompts.template import BLOCKS, PromptTemplate
 
 _MARK = "\x00mmsynth-image:{nonce}:"
@@ -63,10 +63,10 @@ def render_template(template: PromptTemplate, variables: Mapping[str, Any]) -> R
 
     context = _context(template, variables, place)
     messages = []
-    for role in BLOCKS:
-        if role not in template.jinja.blocks:
-            continue
-        parts = _split(template, role, _render_block(template, role, context).strip(), nonce, images)
+    with render_budget():  # one deadline for the whole prompt
+        texts = {r: _render_block(template, r, context) for r in BLOCKS if r in template.jinja.blocks}
+    for role, text in texts.items():
+        parts = _split(template, role, text.strip(), nonce, images)
         if parts:
             messages.append(Message(role=role, parts=tuple(parts)))
         elif role == "user":
@@ -149,15 +149,15 @@ def _render_block(template: PromptTemplate, role: str, context: dict[str, Any]) 
     jinja = template.jinja
     try:
         try:
-            return ENV.concat(jinja.blocks[role](jinja.new_context(context)))
+            return collect_output(jinja.blocks[role](jinja.new_context(context)))
         except Exception:
             # Rewrites the traceback so its frames carry the template file and line.
             ENV.handle_exception()
     except Exception as e:
-        raise _render_error(template, e) from e
+        raise _render_error(template, e, role) from e
 
 
-def _render_error(template: PromptTemplate, error: Exception) -> TemplateRenderError:
+def _render_error(template: PromptTemplate, error: Exception, role: str) -> TemplateRenderError:
     line, tb = None, error.__traceback__
     while tb is not None:
         if tb.tb_frame.f_code.co_filename == template.path:
@@ -165,7 +165,13 @@ def _render_error(template: PromptTemplate, error: Exception) -> TemplateRenderE
         tb = tb.tb_next
     message = str(error)
     variable = None
-    if isinstance(error, SecurityError):
+    if isinstance(error, TemplateLimitError):
+        problem = f"over a template limit: {message}"
+        hint = "Templates are capped in time, size and range (docs/reliability.md)."
+    elif isinstance(error, (RecursionError, MemoryError)):
+        problem = f"{type(error).__name__}: the template recursed or grew too far"
+        hint = "Check macros that call themselves and values that double."
+    elif isinstance(error, SecurityError):
         problem = f"blocked by the sandbox: {message.rstrip('.')}"
         hint = "Templates cannot reach Python internals or change their inputs."
     elif isinstance(error, UndefinedError):
@@ -182,6 +188,8 @@ def _render_error(template: PromptTemplate, error: Exception) -> TemplateRenderE
     else:
         problem = f"{type(error).__name__}: {message}"
         hint = "Check the expression on this line."
+    # No template frame (the output cap, checked outside Jinja's code): the block's line.
+    line = line or template.block_line(role)
     return TemplateRenderError(problem, hint, path=template.path, line=line, variable=variable)
 
 

@@ -1,37 +1,401 @@
 """The one Jinja2 environment templates are parsed and rendered in, and what it forbids.
 
+Templates are user input (recipes, the studio, shared files), so the sandbox must hold against a
+template that tries to hang the process or fill its memory, not only against one that reaches for
+Python internals:
+
 - ImmutableSandboxedEnvironment: no attribute whose name starts with `_` (so no `__class__`,
   `__globals__`, `__subclasses__` ...), no unsafe callables, and no mutation of lists or dicts
   passed in (`.append`, `.update`, ... raise SecurityError).
 - No loader: `{% include %}`, `{% import %}` and `{% extends %}` cannot read any file.
-- StrictUndefined: a misspelled or missing name raises instead of rendering as an empty string.
+- Undefined names raise wherever they are used, even inside a list or dict that is printed.
+- Limits (see Limits and docs/reliability.md): no constant folding at compile time (Jinja's optimizer
+  would evaluate `{{ 'x' * 10**10 }}` while compiling, before any check could run); every string or
+  list a template builds, and its whole output, is capped in size; `range` is capped in length;
+  numbers are capped in size; a render has a deadline, checked in every operator, call, attribute
+  access, loop step and output chunk; `lipsum` is gone.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import os
+import re
+import threading
+import time
+import types
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
-from jinja2 import StrictUndefined
+from jinja2 import StrictUndefined, Undefined, filters, nodes, pass_environment, pass_eval_context
+from jinja2.compiler import CodeGenerator
+from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.utils import Namespace
+
+# --- limits ----------------------------------------------------------------------------------------
+
+ENV_MAX_CHARS = "MMSYNTH_TEMPLATE_MAX_CHARS"
+ENV_TIMEOUT = "MMSYNTH_TEMPLATE_TIMEOUT"
+ENV_MAX_RANGE = "MMSYNTH_TEMPLATE_MAX_RANGE"
+# Integers a template computes: far above any real prompt's arithmetic, far below a slow bignum.
+MAX_INT_BITS = 4096
+
+
+class TemplateLimitError(SecurityError):
+    """A template went over one of the sandbox's limits."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_chars: int = 1_000_000  # characters of output, and of any string or list built on the way
+    timeout: float = 10.0  # seconds per render
+    max_range: int = 100_000  # items of one range()
+
+
+def _env_number(name: str, default: float, kind: type) -> Any:
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = None
+    if value is None or not value > 0 or (isinstance(value, float) and not math.isfinite(value)):
+        raise ValueError(f"environment variable {name}={raw!r} must be a positive {kind.__name__}")
+    return value
+
+
+def limits() -> Limits:
+    """The limits now in force: the defaults, changed by the environment variables above."""
+    d = Limits()
+    return Limits(
+        max_chars=_env_number(ENV_MAX_CHARS, d.max_chars, int),
+        timeout=_env_number(ENV_TIMEOUT, d.timeout, float),
+        max_range=_env_number(ENV_MAX_RANGE, d.max_range, int),
+    )
+
+
+class _Budget(threading.local):
+    deadline: float | None = None
+    timeout: float = 0.0
+
+
+_budget = _Budget()
+
+
+@contextmanager
+def render_budget() -> Iterator[Limits]:
+    """A deadline for the render in this block (this thread only); yields the limits in force."""
+    lim = limits()
+    outer = _budget.deadline
+    _budget.deadline, _budget.timeout = time.monotonic() + lim.timeout, lim.timeout
+    try:
+        yield lim
+    finally:
+        _budget.deadline = outer
+
+
+def check_deadline() -> None:
+    if _budget.deadline is not None and time.monotonic() > _budget.deadline:
+        raise TemplateLimitError(
+            f"the template took more than {_budget.timeout:g} s to render (set {ENV_TIMEOUT} to allow more)"
+        )
+
+
+def _too_big(what: str, size: int, cap: int) -> TemplateLimitError:
+    return TemplateLimitError(
+        f"{what} would be {size:,} characters or items, over the limit of {cap:,} (set {ENV_MAX_CHARS} to allow more)"
+    )
+
+
+def _check_size(what: str, size: int) -> None:
+    cap = limits().max_chars
+    if size > cap:
+        raise _too_big(what, size, cap)
+
+
+def _check_int(what: str, value: Any) -> None:
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > limits().max_chars:
+        raise _too_big(what, abs(value), limits().max_chars)
+
+
+def collect_output(chunks: Iterable[str]) -> str:
+    """Join a block's output as it streams, within the size limit and the deadline."""
+    cap, out, size = limits().max_chars, [], 0
+    for chunk in chunks:
+        size += len(chunk)
+        if size > cap:
+            raise _too_big("the rendered text", size, cap)
+        check_deadline()
+        out.append(chunk)
+    return "".join(out)
+
+
+# --- the checked operations ------------------------------------------------------------------------
+
+_SIZED = (str, list, tuple)
+_WIDTH = re.compile(r"\d+")
+
+
+def _checked_binop(op: str, left: Any, right: Any) -> None:
+    if op == "*":
+        for seq, n in ((left, right), (right, left)):
+            if isinstance(seq, _SIZED) and isinstance(n, int):
+                _check_size("a repeated string or list", len(seq) * max(n, 0))
+        if (
+            isinstance(left, int)
+            and isinstance(right, int)
+            and left.bit_length() + right.bit_length() > MAX_INT_BITS
+        ):
+            raise TemplateLimitError(f"a product of numbers over {MAX_INT_BITS} bits")
+    elif op == "**":
+        if isinstance(left, (int, float)) and isinstance(right, (int, float)) and abs(left) > 1:
+            bits = abs(right) * math.log2(abs(left))
+            if bits > MAX_INT_BITS:
+                raise TemplateLimitError(f"a power over {MAX_INT_BITS} bits")
+    elif op == "+":
+        if isinstance(left, _SIZED) and isinstance(right, _SIZED):
+            _check_size("a joined string or list", len(left) + len(right))
+    elif op == "%" and isinstance(left, str):
+        _check_format(left, right)
+
+
+def _check_format(fmt: str, *args: Any) -> None:
+    """Width and precision are what make formatting big: `'%*s' % (10**9, '')`, `'{:>999999999}'`;
+    so no number in the format string, and no integer argument, may exceed the size limit."""
+    cap = limits().max_chars
+    for m in _WIDTH.finditer(fmt):
+        if len(m.group()) > 12 or int(m.group()) > cap:
+            raise _too_big("a formatted string", int(m.group()[:13]), cap)
+    values: list[Any] = []
+    for a in args:
+        if isinstance(a, dict):
+            values += a.values()
+        elif isinstance(a, (tuple, list)):
+            values += a
+        else:
+            values.append(a)
+    for v in values:
+        _check_int("a formatting width", v)
+
+
+def _checked_concat(parts: Iterable[Any]) -> str:
+    """`~`, `{% set %}` blocks, macros and call blocks all join through here."""
+    check_deadline()
+    strings = [p if isinstance(p, str) else str(p) for p in parts]
+    _check_size("a joined string", sum(map(len, strings)))
+    return "".join(strings)
+
+
+class _LoopGuard:
+    """Every `{% for %}` iterates through this, so loops that print nothing still meet the deadline."""
+
+    def __init__(self, iterable: Any) -> None:
+        self.iterable = iterable
+
+    def __iter__(self) -> Iterator[Any]:
+        for i, item in enumerate(self.iterable):
+            if i % 64 == 0:
+                check_deadline()
+            yield item
+
+    def __len__(self) -> int:  # loop.length, loop.revindex
+        return len(self.iterable)
+
+
+def _safe_range(*args: int) -> range:
+    rng = range(*args)
+    cap = limits().max_range
+    if len(rng) > cap:
+        raise TemplateLimitError(
+            f"range() of {len(rng):,} items, over the limit of {cap:,} (set {ENV_MAX_RANGE} to allow more)"
+        )
+    return rng
+
+
+class _Namespace(Namespace):
+    """namespace(): the one object a loop can carry values out of, so its values are size-checked."""
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        if isinstance(value, _SIZED):
+            _check_size(f"namespace value '{name}'", len(value))
+        super().__setitem__(name, value)
+
+
+def _str_method_check(name: str, s: str, args: tuple, kwargs: dict[str, Any]) -> None:
+    if name in ("center", "ljust", "rjust", "zfill") and args:
+        _check_int(f"str.{name} width", args[0])
+    elif name == "expandtabs":
+        _check_size("str.expandtabs", len(s) * max(int((args or [8])[0]), 1))
+    elif name == "replace" and len(args) >= 2:
+        count = args[2] if len(args) > 2 else s.count(str(args[0])) + 1
+        _check_size("str.replace", len(s) + len(str(args[1])) * max(min(count, len(s) + 1), 0))
+    elif name == "join" and args:
+        items = list(args[0])
+        _check_size("str.join", sum(len(str(x)) for x in items) + len(s) * len(items))
+    elif name in ("format", "format_map"):
+        _check_format(s, args, kwargs)
+
+
+# --- filters with size arguments -------------------------------------------------------------------
 
 
 def _tojson(value: Any, indent: int | None = None) -> str:
     # Jinja's own tojson escapes <, >, & and ' for HTML; a prompt wants the JSON exactly as a person writes it.
-    return json.dumps(value, ensure_ascii=False, indent=indent)
+    if indent is not None and not 0 <= indent <= 64:
+        raise TemplateLimitError(f"tojson indent must be between 0 and 64, got {indent}")
+
+    def undefined(o: Any) -> Any:
+        if isinstance(o, Undefined):
+            o._fail_with_undefined_error()
+        raise TypeError(f"Object of type {type(o).__name__} is not JSON serializable")
+
+    out = json.dumps(value, ensure_ascii=False, indent=indent, default=undefined)
+    _check_size("tojson output", len(out))
+    return out
 
 
-def make_environment() -> ImmutableSandboxedEnvironment:
+def _center(value: Any, width: int = 80) -> str:
+    _check_int("center width", width)
+    return filters.do_center(value, width)
+
+
+def _indent(s: str, width: int | str = 4, first: bool = False, blank: bool = False) -> str:
+    pad = len(width) if isinstance(width, str) else width
+    _check_size("indented text", len(str(s)) + max(pad, 0) * (str(s).count("\n") + 1))
+    return filters.do_indent(s, width, first, blank)
+
+
+@pass_environment
+def _wordwrap(environment, s, width=79, break_long_words=True, wrapstring=None, break_on_hyphens=True):
+    text = str(s)
+    sep = len(wrapstring if wrapstring is not None else environment.newline_sequence)
+    _check_size("wrapped text", len(text) + (len(text) // max(int(width), 1) + 1) * sep)
+    return filters.do_wordwrap(environment, s, width, break_long_words, wrapstring, break_on_hyphens)
+
+
+def _format(value: str, *args: Any, **kwargs: Any) -> str:
+    _check_format(str(value), args, kwargs)
+    return filters.do_format(value, *args, **kwargs)
+
+
+@pass_eval_context
+def _replace(eval_ctx, s, old, new, count=None):
+    _str_method_check("replace", str(s), (old, new) + (() if count is None else (count,)), {})
+    return filters.do_replace(eval_ctx, s, old, new, count)
+
+
+@pass_eval_context
+def _join(eval_ctx, value, d="", attribute=None):
+    items = list(value)
+    _check_size("joined text", sum(len(str(x)) for x in items) + len(str(d)) * len(items))
+    return filters.sync_do_join(eval_ctx, items, d, attribute)
+
+
+def _slice(value, slices, fill_with=None):
+    _check_int("slice count", slices)
+    return filters.sync_do_slice(value, slices, fill_with)
+
+
+@pass_environment
+def _sum(environment, iterable, attribute=None, start=0):
+    # Summing lists is quadratic inside C code, where no deadline can stop it: numbers only.
+    if not isinstance(start, (int, float)):
+        raise TemplateLimitError("sum() adds numbers only")
+    return filters.sync_do_sum(environment, iterable, attribute, start)
+
+
+# --- the environment -------------------------------------------------------------------------------
+
+
+class _UndefinedEverywhere(StrictUndefined):
+    """StrictUndefined still prints as `Undefined` inside a container (`{{ [missing] }}` rendered
+    `[Undefined]`), because Python formats list items with repr(): make repr fail too."""
+
+    __slots__ = ()
+    __repr__ = StrictUndefined._fail_with_undefined_error  # type: ignore[assignment]
+
+
+class _CodeGenerator(CodeGenerator):
+    def visit_Concat(self, node: nodes.Concat, frame: Any) -> None:
+        # `~` compiles to a bare "".join the sandbox never sees; route it through the checked concat.
+        self.write("concat((")
+        for arg in node.nodes:
+            self.visit(arg, frame)
+            self.write(", ")
+        self.write("))")
+
+
+class LimitedEnvironment(ImmutableSandboxedEnvironment):
+    code_generator_class = _CodeGenerator
+    intercepted_binops = frozenset({"*", "**", "+", "%"})
+
+    def concat(self, parts: Iterable[Any]) -> str:  # type: ignore[override]
+        return _checked_concat(parts)
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        check_deadline()
+        _checked_binop(operator, left, right)
+        return super().call_binop(context, operator, left, right)
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        check_deadline()
+        target = getattr(__obj, "__wrapped__", __obj)  # str.format arrives wrapped by the sandbox
+        if isinstance(target, types.BuiltinMethodType) and isinstance(target.__self__, str):
+            _str_method_check(target.__name__, target.__self__, args, kwargs)
+        return super().call(__context, __obj, *args, **kwargs)
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        check_deadline()
+        return super().getattr(obj, attribute)
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        check_deadline()
+        return super().getitem(obj, argument)
+
+
+def _guard_loops(ast: nodes.Template) -> nodes.Template:
+    for loop in ast.find_all(nodes.For):
+        loop.iter = nodes.Filter(loop.iter, "mmsynth_loop_guard", [], [], None, None, lineno=loop.iter.lineno)
+    return ast
+
+
+def compile_template(env: LimitedEnvironment, source: str, name: str, filename: str) -> Any:
+    """Compile template source with every `{% for %}` passing through the loop guard."""
+    ast = _guard_loops(env.parse(source, name=name, filename=filename))
+    return env.compile(ast, name=name, filename=filename)
+
+
+def make_environment() -> LimitedEnvironment:
     """A fresh sandboxed environment with the settings every template is written against."""
-    env = ImmutableSandboxedEnvironment(
-        undefined=StrictUndefined,
+    env = LimitedEnvironment(
+        undefined=_UndefinedEverywhere,
         autoescape=False,
         keep_trailing_newline=False,
         # Control lines ({% if %}, {% for %}) leave no blank lines or indentation behind.
         trim_blocks=True,
         lstrip_blocks=True,
+        optimized=False,  # the optimizer folds constants at compile time, outside every limit
     )
-    env.filters["tojson"] = _tojson
+    env.globals["range"] = _safe_range
+    env.globals["namespace"] = _Namespace
+    env.globals.pop("lipsum", None)
+    env.filters.update(
+        tojson=_tojson,
+        center=_center,
+        indent=_indent,
+        wordwrap=_wordwrap,
+        format=_format,
+        replace=_replace,
+        join=_join,
+        slice=_slice,
+        sum=_sum,
+        mmsynth_loop_guard=_LoopGuard,
+    )
     return env
 
 

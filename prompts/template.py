@@ -9,11 +9,12 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Template, TemplateSyntaxError, meta, nodes
+from jinja2 import Template, TemplateSyntaxError, nodes
+from jinja2.meta import TrackingCodeGenerator
 
 from mmsynth.prompts.errors import TemplateError
 from mmsynth.prompts.frontmatter import FORMAT_HINT, FrontMatter, InputSpec
-from mmsynth.prompts.sandbox import ENV
+from mmsynth.prompts.sandbox import ENV, compile_template
 
 BLOCKS = ("system", "user")
 
@@ -49,7 +50,10 @@ class PromptTemplate:
 
     def variables(self) -> set[str]:
         """Names the body reads that it does not set itself (`exemplars` left out: the renderer gives it)."""
-        return set(meta.find_undeclared_variables(self.ast)) - {"exemplars"}
+        tracker = TrackingCodeGenerator(ENV)
+        tracker.optimizer = None  # jinja2.meta would fold constants: `'x' * 10**10` at lint time
+        tracker.visit(self.ast)
+        return set(tracker.undeclared_identifiers) - {"exemplars"}
 
     def required_variables(self) -> set[str]:
         """The names a caller must provide: what the body reads and every declared input, less optional inputs."""
@@ -63,7 +67,7 @@ class PromptTemplate:
     @cached_property
     def jinja(self) -> Template:
         """The compiled body; runtime errors carry `path` and file line numbers in their traceback."""
-        code = ENV.compile(self.source, name=self.ref, filename=self.path)
+        code = compile_template(ENV, self.source, name=self.ref, filename=self.path)
         return ENV.template_class.from_code(ENV, code, ENV.make_globals(None), None)
 
     def first_use(self, name: str) -> int | None:
@@ -154,6 +158,16 @@ def _check_body(path: str, source: str, body_line: int, errors: list[TemplateErr
     """Parse the body and check its shape: system and user blocks only, nothing outside them."""
     try:
         ast = ENV.parse(source, filename=path)
+    except RecursionError:
+        errors.append(
+            TemplateError(
+                "expressions are nested too deeply to parse",
+                "Flatten the nesting (set intermediate values with {% set %}).",
+                path=path,
+                line=body_line,
+            )
+        )
+        return None
     except TemplateSyntaxError as e:
         errors.append(
             TemplateError(
