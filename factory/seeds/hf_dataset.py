@@ -99,14 +99,10 @@ def _to_image(value: Any, label: str) -> tuple[ImageRef | None, str | None]:
         if value.get("path"):
             return read_image(Path(value["path"]), label)
         return None, f"no image bytes or path in {label}"
-    try:
-        from PIL import Image
-
-        if isinstance(value, Image.Image):  # a streamed dataset without declared features decodes
-            return ImageRef.from_pil(value, source=label), None
-    except ImportError:  # pragma: no cover - pillow is a dependency
-        pass
-    return None, f"{label} is not an image ({type(value).__name__})"
+    try:  # a streamed dataset without declared features decodes to PIL images
+        return ImageRef.from_cell(value, source=label), None
+    except ValueError as e:
+        return None, str(e)
 
 
 def _canonical(value: Any) -> Any:
