@@ -24,7 +24,7 @@ from mmsynth.factory.sweep.report import (
     render_markdown,
     write_winner,
 )
-from mmsynth.factory.sweep.spec import SweepSpec, load_sweep
+from mmsynth.factory.sweep.spec import SweepSpec, baseline_path, load_sweep
 from mmsynth.factory.sweep.variants import Variant, ablations, expand, write_variants
 from mmsynth.generators.model_paths import resolve_model_path
 
@@ -60,8 +60,9 @@ def _run(
     log(f"[sweep] {len(variants)} variants checked: {', '.join(f'{v.name} ({v.label()})' for v in variants)}")
     runs = generate(recipes, variants, out / "runs", log)
     student = resolve_model_path(spec.student)
+    baseline = baseline_path(spec, out)
     rungs, info = measure(
-        spec, student, runs, out / "arms", lambda r, arms: ranked(r, arms, spec.rank_by), log
+        spec, baseline, student, runs, out / "arms", lambda r, arms: ranked(r, arms, spec.rank_by), log
     )
     report = build_report(rungs, runs, spec.rank_by, info)
     markdown = render_markdown(report)

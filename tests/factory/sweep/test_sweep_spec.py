@@ -144,7 +144,7 @@ def test_apply_addresses_tasks_by_name_and_creates_optional_sections():
     apply(data, "tasks.captions.n", 3)
     apply(data, "mixture.captions", 0.5)
     assert data["tasks"][0]["n"] == 3 and data["mixture"] == {"captions": 0.5}
-    with pytest.raises(KeyError, match="no entry named 'caption'.*Did you mean 'captions'"):
+    with pytest.raises(KeyError, match=r"no entry named 'caption'.*Did you mean 'captions'"):
         apply(data, "tasks.caption.n", 3)
 
 
