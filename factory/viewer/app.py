@@ -98,6 +98,13 @@ def create_app(runs: Sequence[str | Path], hosts: Sequence[str] = ("127.0.0.1", 
     async def _query_error(request: Request, exc: QueryError) -> JSONResponse:
         return JSONResponse({"error": str(exc)}, status_code=400)
 
+    @app.exception_handler(FileNotFoundError)
+    async def _shard_gone(request: Request, exc: FileNotFoundError) -> JSONResponse:
+        # A rerun (--fresh, or a resume dropping an unfinished chunk) removed a shard between look and read.
+        return JSONResponse(
+            {"error": f"the run changed while reading it ({exc.filename}); reload"}, status_code=409
+        )
+
     def run(key: str) -> Run:
         if key not in by_key:
             raise HTTPException(404, f"no run {key!r}: this viewer has {', '.join(by_key)}")

@@ -71,7 +71,7 @@ class Query:
     split: str | None = None  # "accepted" | "rejected" | None (both)
     validator: str | None = None  # records this validator judged; with `verdict`, only its keeps or rejects
     verdict: str | None = None  # "keep" | "reject"
-    reason: str | None = None  # the start of a record's reject_reason ("validator: reason ...")
+    reason: str | None = None  # a record's reject_reason, or its group ("validator: reason" without detail)
     score_min: float | None = None  # on `validator`'s score
     score_max: float | None = None
     q: str | None = None  # case-insensitive substring of the output
@@ -119,10 +119,10 @@ def _select(snap: Snapshot, query: Query) -> np.ndarray:
         accepted = t["accepted"].fill_null(False).to_numpy(zero_copy_only=False)
         mask &= accepted if query.split == "accepted" else ~accepted
     if query.reason:
-        # A prefix: "heuristics: too short" matches every "heuristics: too short: 2 < 8 chars".
-        mask &= (
-            pc.starts_with(t["reject_reason"], query.reason).fill_null(False).to_numpy(zero_copy_only=False)
-        )
+        # The reason or its group: "heuristics: too short" matches "heuristics: too short: 2 < 8 chars".
+        rr = t["reject_reason"]
+        same = pc.or_(pc.equal(rr, query.reason), pc.starts_with(rr, query.reason + ":"))
+        mask &= same.fill_null(False).to_numpy(zero_copy_only=False)
     if query.validator is not None:
         _known(snap, query.validator)
         keep = snap.column(KEEP + query.validator)

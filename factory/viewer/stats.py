@@ -16,6 +16,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mmsynth.factory.viewer.index import KEEP, SCORE, Snapshot
+from mmsynth.validators import reason_key
+
+# Reasons group as stats.json groups them: a record's "validator: reason: detail" by its first two fields,
+# a verdict's "reason: detail" by its first ("too short: 2 < 8 chars" -> "too short").
+RECORD_REASON_FIELDS = 2
 
 BINS = 20
 TOP_REASONS = 12
@@ -31,7 +36,7 @@ def run_stats(snap: Snapshot, run: Path, task: str | None = None) -> dict[str, A
     reasons: Counter = Counter()
     for d in pc.value_counts(t["reject_reason"].filter(pa.array(mask & ~accepted))).to_pylist():
         if d["values"] is not None:
-            reasons[d["values"]] = d["counts"]
+            reasons[reason_key(d["values"], RECORD_REASON_FIELDS)] += d["counts"]
     verdicts: Counter = Counter()
     for shard, counts in zip(snap.shards, snap.verdicts, strict=True):
         if not task or shard.task == task:
@@ -55,7 +60,10 @@ def run_stats(snap: Snapshot, run: Path, task: str | None = None) -> dict[str, A
 def _validator(snap: Snapshot, name: str, mask: np.ndarray, verdicts: Counter) -> dict[str, Any]:
     kept = sum(c for (v, k, _), c in verdicts.items() if v == name and k)
     rejected = sum(c for (v, k, _), c in verdicts.items() if v == name and not k)
-    reasons = Counter({r: c for (v, k, r), c in verdicts.items() if v == name and not k and r is not None})
+    reasons: Counter = Counter()
+    for (v, k, r), c in verdicts.items():
+        if v == name and not k:
+            reasons[reason_key(r)] += c
     keep = snap.column(KEEP + name)[mask]
     score = snap.column(SCORE + name)[mask]
     return {
