@@ -132,6 +132,8 @@ def _select(snap: Snapshot, query: Query) -> np.ndarray:
             mask &= keep == (1 if query.verdict == "keep" else 0)
         else:
             raise QueryError(f"verdict is 'keep' or 'reject', not {query.verdict!r}")
+    elif query.verdict is not None:
+        raise QueryError("a verdict filter needs a validator (whose verdict to look at)")
     if query.score_min is not None or query.score_max is not None:
         if query.validator is None:
             raise QueryError("a score range needs a validator (whose score to compare)")

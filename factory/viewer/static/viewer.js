@@ -72,7 +72,8 @@ async function render() {
     if (r.params.record) await showRecord(r.params.record);
     else $("record-modal").classList.add("hidden");
   } catch (e) {
-    setStatus("error");
+    // The status pill is visible on every tab; the records tab also shows the message above the gallery.
+    setStatus("error: " + e.message);
     $("records-error").textContent = e.message;
   }
 }

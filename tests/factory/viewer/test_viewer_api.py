@@ -216,6 +216,7 @@ def test_bad_queries_answer_400_with_the_reason(client):
         {"split": "maybe"},
         {"sort": "score:nope"},
         {"validator": "judge", "verdict": "perhaps"},
+        {"verdict": "reject"},
         {"per_page": 1000},
     ]
     for params in bad:
