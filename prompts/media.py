@@ -3,7 +3,8 @@
 This is also the one image decoder of the project: a dataset's image cell (bytes, `{bytes, path}`, a
 path, a PIL image) becomes an ImageRef with `ImageRef.from_cell`, and bytes become pixels with
 `to_pil`. Both refuse an image with more than `max_image_pixels()` pixels before decoding it: a
-12000x12000 PNG can be a 33 KB file and still cost 2.5 GB to decode (Pillow's own bomb limit is higher).
+12000x12000 PNG can be a 20 KB file and still take over 400 MB as RGB pixels, several times that in the
+copies a processor makes (issue #16). Pillow's own bomb limit (89 MP to warn, 179 MP to refuse) is higher.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ class ImageRef:
         """
         if isinstance(value, dict):
             value = value.get("bytes") or value.get("path")
-        if value is None or value in (b"", ""):
+        if value is None or (isinstance(value, (bytes, bytearray, str)) and not value):
             return None
         if isinstance(value, ImageRef):
             ref = value
@@ -131,9 +132,7 @@ class ImageRef:
         try:
             with self.open() as img:
                 img.verify()
-        except ImageTooLarge as e:
-            return str(e)
-        except ValueError as e:
+        except ValueError as e:  # not an image, or too many pixels: `open` says which, by name
             return str(e)
         except Exception as e:  # verify() raises several unrelated types for a damaged file
             return f"cannot decode image {self.label}: {_pil_message(e)}"
