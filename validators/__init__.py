@@ -21,7 +21,7 @@ from mmsynth.validators.registry import (
     validator_config_model,
 )
 from mmsynth.validators.stack import remember_accepted, run_stack
-from mmsynth.validators.stats import ValidatorStats, reason_key, tally
+from mmsynth.validators.stats import RECORD_REASON_FIELDS, ValidatorStats, reason_key, tally
 from mmsynth.validators.text.consistency import CaptionConsistencyConfig, CaptionConsistencyValidator
 from mmsynth.validators.text.heuristics import HeuristicsConfig, HeuristicsValidator
 from mmsynth.validators.text.schema import JsonSchemaConfig, JsonSchemaValidator, parse_json_output
@@ -29,6 +29,7 @@ from mmsynth.validators.text.structure import StructureValidator
 from mmsynth.validators.types import Candidate, Validator, Verdict
 
 __all__ = [
+    "RECORD_REASON_FIELDS",
     "VALIDATORS",
     "AnswerConsistencyValidator",
     "Candidate",

@@ -10,14 +10,18 @@ from typing import Any
 
 from mmsynth.validators.types import Verdict
 
+# A record's reject reason is "<validator>: <reason>": grouped by the name and the reason's first field.
+RECORD_REASON_FIELDS = 2
+
 
 def reason_key(reason: str | None, fields: int = 1) -> str:
     """The group a reason counts under: its first `fields` ':'-separated fields, stripped.
 
     One cut for every count of reasons. A verdict's reason groups by one field ("too short: 3 < 10
     chars" -> "too short"); a record's reject reason is the rejecting validator's name, ": ", then its
-    reason, so stats.json's `reject_reasons` group it by two ("heuristics: too short: 3 < 10 chars" ->
-    "heuristics: too short"), the same group under the validator's name. Empty -> "(no reason)".
+    reason, so stats.json's `reject_reasons` group it by two (`RECORD_REASON_FIELDS`: "heuristics: too
+    short: 3 < 10 chars" -> "heuristics: too short"), the same group under the validator's name. Empty ->
+    "(no reason)".
     """
     if not reason:
         return "(no reason)"

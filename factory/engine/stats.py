@@ -7,10 +7,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from mmsynth.validators import ValidatorStats, reason_key, tally
-
-# A record's reject reason is "<validator>: <reason>": the validator's name and its reason's group.
-_RECORD_REASON_FIELDS = 2
+from mmsynth.validators import RECORD_REASON_FIELDS, ValidatorStats, reason_key, tally
 
 
 @dataclass
@@ -39,7 +36,7 @@ class ChunkStats:
         for r in records:
             (acc if r.accepted else rej)[r.task] += 1
             if not r.accepted:
-                reasons[reason_key(r.reject_reason or "unknown", _RECORD_REASON_FIELDS)] += 1
+                reasons[reason_key(r.reject_reason or "unknown", RECORD_REASON_FIELDS)] += 1
         self.accepted, self.rejected, self.reasons = dict(acc), dict(rej), dict(reasons)
         per = tally((r.verdicts for r in records), {n: ValidatorStats(n) for n in validator_names})
         self.validators = {name: vs.to_dict() for name, vs in per.items()}

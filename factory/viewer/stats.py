@@ -16,11 +16,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mmsynth.factory.viewer.index import KEEP, SCORE, Snapshot
-from mmsynth.validators import reason_key
+from mmsynth.validators import RECORD_REASON_FIELDS, reason_key
 
-# Reasons group as stats.json groups them: a record's "validator: reason: detail" by its first two fields,
-# a verdict's "reason: detail" by its first ("too short: 2 < 8 chars" -> "too short").
-RECORD_REASON_FIELDS = 2
+# Reasons group as stats.json groups them: a record's "validator: reason: detail" by its first two fields
+# (RECORD_REASON_FIELDS), a verdict's "reason: detail" by its first ("too short: 2 < 8 chars" -> "too short").
 
 BINS = 20
 TOP_REASONS = 12

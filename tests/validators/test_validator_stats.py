@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from mmsynth.validators import ValidatorStats, Verdict, reason_key
+from mmsynth.validators import RECORD_REASON_FIELDS, ValidatorStats, Verdict, reason_key
 from mmsynth.validators.stats import tally
 
 
@@ -28,11 +28,12 @@ def test_one_cut_for_verdicts_and_records(validator, reason):
     """A record's reject reason ("<validator>: <reason>", stats.json's reject_reasons) and the verdict's
     reason (the validator's own `reasons`) fall in the same group: one cut, one more field for the name."""
     record_reason = f"{validator}: {reason}"
-    assert reason_key(record_reason, fields=2) == f"{validator}: {reason_key(reason)}"
+    assert reason_key(record_reason, RECORD_REASON_FIELDS) == f"{validator}: {reason_key(reason)}"
 
 
 def test_record_reasons_keep_two_fields():
     # The keys stats.json had before the two reason_key functions became one.
+    assert RECORD_REASON_FIELDS == 2
     assert reason_key("heuristics: too short: 2 < 10 chars", 2) == "heuristics: too short"
     assert reason_key("heuristics: charset", 2) == "heuristics: charset"
     assert reason_key(" generation failed ", 2) == "generation failed"
