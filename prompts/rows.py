@@ -124,11 +124,21 @@ def is_run_folder(path: Path) -> bool:
     return bool(run_shards(path)) and ((path / ".mmsynth").is_dir() or (path / "manifest.json").exists())
 
 
-def jsonl_lines(path: Path) -> Iterator[tuple[int, bytes]]:
-    """(1-based line number, raw line) for every non-blank line, streaming."""
+TOO_LONG = b""  # jsonl_lines' stand-in for a line over `max_bytes` (a real line is never empty)
+
+
+def jsonl_lines(path: Path, max_bytes: int | None = None) -> Iterator[tuple[int, bytes]]:
+    """(1-based line number, raw line) for every non-blank line, streaming. With `max_bytes`, a longer
+    line comes as TOO_LONG, skipped in bounded pieces so that its bytes are never held whole."""
     with path.open("rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            if raw.strip():
+        lineno = 0
+        while raw := f.readline(-1 if max_bytes is None else max_bytes + 1):
+            lineno += 1
+            if max_bytes is not None and len(raw) > max_bytes and not raw.endswith(b"\n"):
+                while (more := f.readline(1 << 20)) and not more.endswith(b"\n"):
+                    pass
+                yield lineno, TOO_LONG
+            elif raw.strip():
                 yield lineno, raw
 
 
