@@ -57,10 +57,18 @@ def _run(args: argparse.Namespace) -> int:
         )
         return 0
     req = s["requests"]
-    print(
-        f"wrote {result.run_dir}: {s['records']['accepted']} accepted, {s['records']['rejected']} rejected "
-        f"({req['sent']} requests sent, {req['cached']} from cache, {req['failed']} failed)"
+    records = (
+        f"wrote {result.run_dir}: {s['records']['accepted']} accepted, {s['records']['rejected']} rejected"
     )
+    if result.resumed_at == 0:
+        print(f"{records} ({req['sent']} requests sent, {req['cached']} from cache, {req['failed']} failed)")
+    else:  # what this process did, and what the folder holds from every session, told apart
+        mine = result.session["requests"]
+        print(
+            f"{records}; resumed at chunk {result.resumed_at}: this session sent {mine['sent']} requests "
+            f"({mine['cached']} from cache, {mine['failed']} failed); the whole run: {req['total']} requests, "
+            f"{req['sent']} sent over all sessions"
+        )
     top = list(s["reject_reasons"].items())[:5]
     if top:
         print("top reject reasons: " + "; ".join(f"{r} ({n})" for r, n in top))

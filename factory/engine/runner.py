@@ -32,8 +32,10 @@ if TYPE_CHECKING:
 @dataclass
 class RunResult:
     run_dir: Path
-    stats: dict[str, Any]
+    stats: dict[str, Any]  # the whole run, over every session that worked on the folder
     already_complete: bool = False
+    resumed_at: int = 0  # the first chunk this process ran; 0 for a run from the start
+    session: dict[str, Any] | None = None  # the same totals for the chunks this process finished
 
 
 def run_recipe(
@@ -99,9 +101,11 @@ def _run_open(plan: Plan, run_dir: RunDir, progress: bool, load: Callable[[Plan]
             b.close()
         for v in plan.validators:
             v.close()  # validators with models (llm_judge, clip_score) free them here
-    stats = merge_chunks(_chunk_infos(run_dir), time.monotonic() - started)
+    wall = time.monotonic() - started
+    infos = _chunk_infos(run_dir)
+    stats = merge_chunks(infos, wall)
     _finish(plan, run_dir, stats)
-    return RunResult(run_dir.path, stats)
+    return RunResult(run_dir.path, stats, resumed_at=first, session=merge_chunks(infos[first:], wall))
 
 
 class _Stop(asyncio.Event):

@@ -507,6 +507,20 @@ def test_dedup_state_is_replayed_on_resume(tmp_path):
     assert sorted(again["rejected"]["reject_reason"]) == sorted(ds["rejected"]["reject_reason"])
 
 
+def test_resume_reports_this_sessions_requests_apart_from_the_runs(tmp_path, capsys):
+    recipe = write_recipe(tmp_path / "recipe.yaml", count=8, chunk=4)
+    out = tmp_path / "run"
+    assert main(["run", str(recipe), "--out", str(out), "-q"]) == 0
+    assert "(16 requests sent, 0 from cache, 0 failed)" in capsys.readouterr().out
+    # What a kill during the last chunk leaves: chunk 0 finished, chunk 1's answers in the cache.
+    (out / "manifest.json").unlink()
+    (out / ".mmsynth" / "chunks" / "00001.json").unlink()
+    assert main(["run", str(recipe), "--out", str(out), "-q"]) == 0
+    line = capsys.readouterr().out.splitlines()[0]
+    assert "resumed at chunk 1: this session sent 0 requests (8 from cache, 0 failed)" in line, line
+    assert line.endswith("the whole run: 16 requests, 8 sent over all sessions"), line
+
+
 def test_unreachable_server_fails_with_a_clear_message(tmp_path, capsys):
     import socket
 
