@@ -264,3 +264,17 @@ def get_record_fields() -> dict:
 def test_view_command_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert main(["view", str(tmp_path)]) == 2
     assert "not an mmsynth run folder" in capsys.readouterr().err
+
+
+def test_a_run_that_has_not_written_a_shard_yet(tmp_path, runs):
+    (tmp_path / "new" / ".mmsynth").mkdir(parents=True)
+    with TestClient(create_app([tmp_path / "new", runs[1]]), base_url=BASE) as c:
+        assert get(c, "/api/runs")[0] | {"path": None} == {
+            "key": "a", "name": "new", "path": None, "complete": False, "shards": 0, "records": 0,
+            "tasks": [], "validators": [], "lineage": {},
+        }  # fmt: skip
+        assert get(c, "/api/records", q="x", sort="seed")["total"] == 0
+        assert get(c, "/api/stats")["records"] == {"total": 0, "accepted": 0, "rejected": 0}
+        # Every seed of run b is then a seed only b has.
+        summary = get(c, "/api/compare")["summary"]
+        assert summary["seeds"] == summary["only_b"] == 28
