@@ -80,13 +80,13 @@ def open_rows(
         return "datasets", _loaded_parts(load_saved(p), str(p), p, columns, batch_size)
     if is_run_folder(p):
         return "run", [parquet_part(f, columns, batch_size) for f in run_shards(p)]
-    if hub:
-        return "hub", _hub_parts(str(p), columns, batch_size)
     files = sorted(
         f for f in p.rglob("*.parquet") if not any(x.startswith(".") for x in f.relative_to(p).parts)
     )
-    if files:
-        return "parquet", [parquet_part(f, columns, batch_size) for f in files]
+    if files:  # read as they are (no conversion into a `datasets` cache); image paths relative to `p`
+        return "parquet", [parquet_part(f, columns, batch_size, base_dir=p, root=p) for f in files]
+    if hub:
+        return "hub", _hub_parts(str(p), columns, batch_size)
     raise RowsError(
         f"{p}: no dataset found (expected Parquet files, a JSONL file, a `datasets.save_to_disk` folder or an mmsynth run)"
     )
