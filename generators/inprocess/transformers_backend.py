@@ -5,10 +5,12 @@ to a text-only model, prompt + max_tokens over the context) are answered with `G
 front; the rest are grouped by identical sampling parameters (seed aside) and each group runs as one
 left-padded `model.generate` batch in a worker thread.
 
-Sampling is seeded per output row, not per batch: a logits processor draws each row's next token with
-its own `torch.Generator`, seeded from the request's `seed` (or, when None, its cache key) and the
-output's index among the request's `n`. So a request's outputs do not depend on which other requests
-share its batch (up to the tiny float differences left padding can cause), and a rerun repeats them.
+Sampling is seeded per output row, not per batch: each row gets its own stream of uniforms (one
+`torch.Generator` per row, drawn once per batch), seeded from the request's `seed` (or, when None, its
+cache key) and the output's index among the request's `n`; a logits processor then samples every row
+at once by inverse CDF with its row's uniform for this step (`sample_tokens`). So a request's outputs
+do not depend on which other requests share its batch (up to the tiny float differences left padding
+can cause), a rerun repeats them, and a step costs about what transformers' own sampling costs.
 """
 
 from __future__ import annotations
@@ -201,7 +203,7 @@ class TransformersBackend(InProcessBackend):
 
             seeds = [_row_seed(it.request, j) for it in items for j in range(per_request)]
             kwargs["logits_processor"] = LogitsProcessorList(
-                [_make_sampler(seeds, sp.temperature, sp.top_p, self.device)]
+                [_make_sampler(seeds, sp.max_tokens, sp.temperature, sp.top_p, self.device)]
             )
         with torch.inference_mode():
             out = self._hf_model.generate(**enc, **kwargs)
@@ -308,31 +310,65 @@ def _row_seed(req: GenerationRequest, j: int) -> int:
     return int.from_bytes(digest[:8], "big") >> 1
 
 
-def _make_sampler(seeds: list[int], temperature: float, top_p: float, device: str):
-    """A logits processor that samples each row with its own generator and keeps only that token.
+def row_uniforms(seeds: Sequence[int], steps: int):
+    """[len(seeds), steps] float32 uniforms in [0, 1): row i is the stream of seed i alone.
+
+    One CPU `torch.Generator` per row, drawn once per batch (not per step), so a row's numbers do not
+    depend on the other rows, the batch size or the device the model runs on.
+    """
+    import torch
+
+    rows = [torch.rand(steps, generator=torch.Generator().manual_seed(s)) for s in seeds]
+    return torch.stack(rows) if rows else torch.empty(0, steps)
+
+
+def sample_tokens(scores, u, temperature: float, top_p: float):
+    """One token per row of `scores` [rows, vocab], by inverse-CDF sampling with the row's uniform `u` [rows].
+
+    Temperature, then nucleus (top_p) filtering as vLLM does it: keep the most likely tokens until the
+    mass before the next one exceeds top_p, renormalised. A vector op per step for the whole batch:
+    no per-row draw. A token of probability 0 (a -inf logit) is never chosen: the cumulative sum does
+    not rise at it, and x stays strictly below the total.
+    """
+    import torch
+
+    logits = scores.float() / temperature
+    if top_p < 1.0:
+        # Sort once and sample in sorted order: the cumulative sum top_p needs is the CDF to invert.
+        # stable=True: tied logits keep index order, so the pick never depends on the sort algorithm.
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1, stable=True)
+        probs = sorted_logits.softmax(dim=-1)
+        cdf = probs.cumsum(dim=-1)
+        keep = (cdf - probs) <= top_p  # the mass before this token is within top_p (a prefix)
+        total = torch.where(keep, cdf, torch.zeros_like(cdf)).amax(dim=-1)  # the kept mass
+    else:
+        order = None
+        cdf = logits.softmax(dim=-1).cumsum(dim=-1)
+        total = cdf[:, -1]
+    x = torch.minimum(u.to(cdf.device, cdf.dtype) * total, torch.nextafter(total, torch.zeros_like(total)))
+    idx = torch.searchsorted(cdf, x.unsqueeze(-1), right=True)  # first index whose CDF exceeds x
+    return idx.squeeze(-1) if order is None else order.gather(-1, idx).squeeze(-1)
+
+
+def _make_sampler(seeds: list[int], steps: int, temperature: float, top_p: float, device: str):
+    """A logits processor that samples each row from its own seeded stream and keeps only that token.
 
     transformers then decodes greedily and picks it. Temperature and top_p are applied here, because
-    transformers runs custom processors before its own sampling warpers.
+    transformers runs custom processors before its own sampling warpers. Step t of row i uses the
+    uniform `row_uniforms(seeds, steps)[i, t]`, so a request's sample depends on its seed and its
+    logits only, never on the batch it shares.
     """
     import torch
     from transformers import LogitsProcessor
 
     class SeededSampler(LogitsProcessor):
         def __init__(self) -> None:
-            self.generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
+            self.uniforms = row_uniforms(seeds, steps).to(device)
+            self.step = 0
 
         def __call__(self, input_ids, scores):
-            logits = scores.float() / temperature
-            if top_p < 1.0:
-                sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
-                probs = sorted_logits.softmax(dim=-1)
-                drop = probs.cumsum(dim=-1) - probs > top_p  # mass before this token already exceeds top_p
-                sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
-                logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
-            probs = logits.softmax(dim=-1)
-            chosen = torch.cat(
-                [torch.multinomial(probs[i], 1, generator=g) for i, g in enumerate(self.generators)]
-            )
+            chosen = sample_tokens(scores, self.uniforms[:, self.step], temperature, top_p)
+            self.step += 1
             out = torch.full_like(scores, float("-inf"))
             out[torch.arange(out.shape[0], device=out.device), chosen] = 0.0
             return out

@@ -209,3 +209,79 @@ def test_auto_device_and_dtype_on_a_gpu(tiny_vlm, make_request, solid_image):
     assert texts(first) == texts(second)
     assert [len(g.outputs) for g in first] == [2, 1]
     backend.close()
+
+
+# -- the seeded sampler ------------------------------------------------------------------------------
+
+
+def _chi_square(counts, expected_p) -> float:
+    n = sum(counts)
+    return sum((c - n * p) ** 2 / (n * p) for c, p in zip(counts, expected_p, strict=True))
+
+
+# df = 3: 16.27 is the 0.1% critical value; a wrong distribution lands in the hundreds at n = 20,000.
+CHI2_DF3_P001 = 16.27
+
+
+@pytest.mark.parametrize(
+    ("temperature", "top_p", "expected"),
+    [
+        (1.0, 1.0, [0.5, 0.3, 0.15, 0.05]),
+        # T = 2 flattens p to sqrt(p) / sum; top_p 0.7 then keeps the first three (mass before the
+        # fourth is 0.88) and renormalises them.
+        (2.0, 0.7, [0.7071 / 1.8657, 0.5477 / 1.8657, 0.3873 / 1.8657, 0.0]),
+    ],
+)
+def test_sample_tokens_draws_from_the_right_distribution(temperature, top_p, expected):
+    import torch
+
+    from mmsynth.generators.inprocess.transformers_backend import row_uniforms, sample_tokens
+
+    n = 20_000
+    # Token 4 has a -inf logit (as a processor that bans a token leaves it): it must never come out.
+    logits = [*torch.tensor([0.5, 0.3, 0.15, 0.05]).log().tolist(), float("-inf")]
+    scores = torch.tensor([logits]).expand(n, 5)
+    kept = sum(expected)
+    expected = [p / kept for p in expected]
+    across_rows = sample_tokens(scores, row_uniforms(range(n), 1)[:, 0], temperature, top_p)
+    along_steps = torch.cat(  # one row's stream, step after step
+        [sample_tokens(scores[:1], u.view(1), temperature, top_p) for u in row_uniforms([7], n)[0]]
+    )
+    for picks in (across_rows, along_steps):
+        counts = torch.bincount(picks, minlength=5).tolist()
+        assert counts[4] == 0
+        if expected[3] == 0.0:
+            assert counts[3] == 0  # cut by top_p
+            assert _chi_square(counts[:3], expected[:3]) < CHI2_DF3_P001
+        else:
+            assert _chi_square(counts[:4], expected) < CHI2_DF3_P001
+
+
+def test_a_rows_uniforms_depend_on_its_seed_only():
+    from mmsynth.generators.inprocess.transformers_backend import row_uniforms
+
+    alone = row_uniforms([5], 8)[0]
+    assert row_uniforms([5, 9], 8)[0].tolist() == alone.tolist()
+    assert row_uniforms([1, 3, 5], 8)[2].tolist() == alone.tolist()
+    assert row_uniforms([6], 8)[0].tolist() != alone.tolist()
+    assert row_uniforms([5], 16)[0, :8].tolist() == alone.tolist()  # a longer max_tokens extends it
+    assert row_uniforms([], 4).shape == (0, 4)
+
+
+@pytest.mark.parametrize("top_p", [1.0, 0.9])
+def test_a_seed_decides_its_sample_whatever_batch_it_lands_in(lm, tiny_lm, make_request, top_p):
+    def mine(seed: int):
+        return make_request("A green triangle.", temperature=0.9, top_p=top_p, max_tokens=10, seed=seed)
+
+    others = [
+        make_request(f"Other {i} " * (i + 1), temperature=0.9, top_p=top_p, max_tokens=10, seed=100 + i)
+        for i in range(7)
+    ]
+    alone = texts(run(lm, [mine(42)]))[0]
+    assert texts(run(lm, [others[0], mine(42), others[1]]))[1] == alone
+    assert texts(run(lm, [*others, mine(42)]))[-1] == alone
+    small = TransformersBackend("tiny:lm", str(tiny_lm), batch_size=3, device="cpu")
+    assert texts(small.generate_sync([*others[:4], mine(42)]))[-1] == alone  # the second batch of two
+    small.close()
+    different = {texts(run(lm, [mine(s)]))[0][0] for s in range(4)}
+    assert len(different | {alone[0]}) >= 4
