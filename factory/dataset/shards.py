@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -92,6 +93,21 @@ def write_shard(path: Path, records: Sequence[Record]) -> int:
     with atomic_open(path, "wb") as f:
         pq.write_table(table, f, compression="zstd")
     return path.stat().st_size
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def shard_hashes(run_dir: Path) -> dict[str, str]:
+    """{"data/<task>/<split>-<chunk>.parquet": sha256} for every shard of the run: the manifest's
+    "shards", so that publishing can tell a shard from another with the same row count."""
+    files = sorted((run_dir / "data").glob("*/*.parquet"))
+    return {f.relative_to(run_dir).as_posix(): file_sha256(f) for f in files}
 
 
 def read_replay_rows(path: Path) -> list[dict]:

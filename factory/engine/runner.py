@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from mmsynth.factory.dataset.card import write_card
 from mmsynth.factory.dataset.records import candidate_from_row
 from mmsynth.factory.dataset.run_dir import RunDir, write_json_atomic
-from mmsynth.factory.dataset.shards import read_replay_rows, shard_path
+from mmsynth.factory.dataset.shards import read_replay_rows, shard_hashes, shard_path
 from mmsynth.factory.engine.cache import ResponseCache
 from mmsynth.factory.engine.chunks import Interrupted, Progress, run_engine
 from mmsynth.factory.engine.interrupts import draining, handling, write_stderr
@@ -175,10 +175,10 @@ def _finish(plan: Plan, run_dir: RunDir, stats: dict[str, Any]) -> None:
         },
     }
     write_card(run_dir.path, recipe.name, plan.subsets, stats, lineage)
-    # Written last: its existence means the run completed.
-    write_json_atomic(
-        run_dir.manifest, {"complete": True, "records": stats["records"], "lineage": lineage, "format": 1}
-    )
+    # Written last: its existence means the run completed. "shards": the content hash of every shard,
+    # checked by `mmsynth publish` (a new key: readers of the other keys see the same manifest).
+    manifest = {"complete": True, "records": stats["records"], "lineage": lineage, "format": 1}
+    write_json_atomic(run_dir.manifest, {**manifest, "shards": shard_hashes(run_dir.path)})
 
 
 __all__ = ["Interrupted", "RunResult", "run_recipe"]

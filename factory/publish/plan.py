@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ import yaml
 from datasets.table import embed_table_storage
 
 from mmsynth.factory.dataset.run_dir import RunDir
+from mmsynth.factory.dataset.shards import file_sha256, shard_hashes
 from mmsynth.prompts.errors import MmsynthError
 
 DEFAULT_MAX_SHARD_BYTES = 500 * 1000**2
@@ -56,11 +58,7 @@ class RepoOp:
 
     @staticmethod
     def from_file(path_in_repo: str, source: Path) -> RepoOp:
-        h = hashlib.sha256()
-        with open(source, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        return RepoOp(path_in_repo, source.stat().st_size, h.hexdigest(), source=source)
+        return RepoOp(path_in_repo, source.stat().st_size, file_sha256(source), source=source)
 
     def read(self) -> bytes:
         return self.data if self.data is not None else Path(self.source).read_bytes()
@@ -156,6 +154,7 @@ def check_complete(run: Path) -> dict[str, Any]:
                     )
                 elif (rows := pq.ParquetFile(path).metadata.num_rows) != n:
                     problems.append(f"data/{task}/{path.name} has {rows} rows; chunk {k} recorded {n}")
+    problems += _hash_problems(run, manifest)
     if problems:
         raise PublishError(
             f"{run} is damaged: "
@@ -164,6 +163,33 @@ def check_complete(run: Path) -> dict[str, Any]:
             + f". Rebuild it with `mmsynth run RECIPE --out {run} --fresh` (cached answers are reused)."
         )
     return manifest
+
+
+def _hash_problems(run: Path, manifest: dict[str, Any]) -> list[str]:
+    """Shards that differ from the sha256 the run recorded in its manifest when it finished: a shard
+    swapped for another with the same row count would otherwise publish duplicate ids."""
+    recorded = manifest.get("shards")
+    if recorded is None:
+        print(
+            f"[mmsynth] warning: {run / 'manifest.json'} records no shard hashes (a run made before mmsynth "
+            "recorded them): only row counts were checked. Rerun with --fresh to record them.",
+            file=sys.stderr,
+        )
+        return []
+    problems = []
+    on_disk = shard_hashes(run)
+    for rel, sha in sorted(recorded.items()):
+        if rel not in on_disk:
+            problems.append(f"{rel} is missing (the manifest records it)")
+        elif on_disk[rel] != sha:
+            problems.append(
+                f"{rel} is not the shard the run wrote (sha256 {on_disk[rel][:12]}, recorded {sha[:12]})"
+            )
+    problems += [
+        f"{rel} is not in the manifest (added after the run finished)"
+        for rel in sorted(set(on_disk) - set(recorded))
+    ]
+    return problems
 
 
 # --- re-sharding ------------------------------------------------------------------------------------

@@ -14,8 +14,10 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
+from mmsynth.factory.dataset.shards import file_sha256
 from mmsynth.factory.publish.plan import PublishPlan, RepoOp
 from mmsynth.prompts.errors import MmsynthError
 
@@ -233,6 +235,7 @@ def push_plan(
         skipped = [op.path_in_repo for op in ops if op.path_in_repo not in todo_paths]
         if skipped:
             log(f"[mmsynth] {len(skipped)} file(s) already in {repo_id} with the same content: skipped")
+        check_unchanged(todo)
         batches = batch_ops(todo, settings.max_files_per_commit, settings.max_bytes_per_commit)
         pacer = CommitPacer(settings.commits_per_hour, sleep=sleep)
         bar = tqdm(
@@ -257,6 +260,16 @@ def push_plan(
             raise PublishAborted(f"the Hub refused the request: {_clean(e)}") from None
         raise
     return PushResult(str(url), commits, uploaded, skipped)
+
+
+def check_unchanged(ops: Iterable[RepoOp]) -> None:
+    """Refuse to upload a staged file whose bytes are not those the plan hashed (and the card lists)."""
+    for op in ops:
+        if op.source is not None and file_sha256(Path(op.source)) != op.sha256:
+            raise PublishAborted(
+                f"{op.source} changed after the publish plan was made (sha256 differs); nothing more was "
+                "uploaded. Make the plan again (rerun mmsynth publish)."
+            )
 
 
 def _batch_committer(

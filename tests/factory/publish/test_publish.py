@@ -245,6 +245,11 @@ def test_same_named_folders_are_not_served_from_a_stale_cache(quick, tmp_path, m
     dropped = info["rejected"]["captions"] - 10
     info["rejected"]["captions"] = 10
     marker.write_text(json.dumps(info))
+    manifest = json.loads((other / "manifest.json").read_text())  # a run that wrote the shorter shard
+    manifest["shards"]["data/captions/rejected-00000.parquet"] = hashlib.sha256(
+        shard.read_bytes()
+    ).hexdigest()
+    (other / "manifest.json").write_text(json.dumps(manifest))
     shared = tmp_path / "shared_cache"
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", shared)
     rows = []
