@@ -135,7 +135,10 @@ def create_app(session: StudioSession, hosts: Sequence[str] = ("127.0.0.1", "loc
             template = _template(session, body)
         except TemplateError as e:
             return {"issues": issues, "samples": [], "error": str(e)}
-        samples = session.render(body.task, template, body.samples)
+        try:
+            samples = session.render(body.task, template, body.samples)
+        except StudioError as e:  # what the run would refuse (a variable no seed gives): shown, with the lint
+            return {"issues": issues, "samples": [], "error": str(e)}
         return {"issues": issues, "samples": [_rendered(s) for s in samples], "error": None}
 
     @app.post("/api/run")

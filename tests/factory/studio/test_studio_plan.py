@@ -159,3 +159,20 @@ def test_an_edit_the_run_would_refuse_is_refused_with_the_run_s_message(tmp_path
             session.render("captions", edited, 1)
     finally:
         session.close()
+
+
+def test_the_page_shows_the_lint_and_the_run_s_refusal_together(tmp_path, tiny_vlm):
+    from fastapi.testclient import TestClient
+
+    from mmsynth.factory.studio.app import create_app
+
+    session = StudioSession(write_recipe(tmp_path, tiny_vlm))
+    try:
+        client = TestClient(create_app(session, hosts=["testserver"]))
+        source = Path(session.task("captions").template.path).read_text()
+        broken = source.replace("Reply with the sentence only.", "Reply in {{ language }}.")
+        data = client.post("/api/render", json={"task": "captions", "source": broken, "samples": 1}).json()
+        assert any("variable 'language' is not declared" in i["message"] for i in data["issues"])
+        assert data["samples"] == [] and "needs variable 'language'" in data["error"]
+    finally:
+        session.close()
