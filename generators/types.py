@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import base64
-from dataclasses import asdict, dataclass, field
+import copy
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from mmsynth.prompts.media import ImageRef
@@ -33,11 +34,18 @@ class SamplingParams:
     image: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["stop"] = list(self.stop)
-        if self.image is None:
-            # Text requests keep the key they had before image settings existed.
-            del d["image"]
+        # What dataclasses.asdict gave, field for field, without its recursive copy (a hot path: twice
+        # per request). Text requests keep the key they had before image settings existed (no "image").
+        d: dict[str, Any] = {
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "max_tokens": self.max_tokens,
+            "n": self.n,
+            "seed": self.seed,
+            "stop": list(self.stop),
+        }
+        if self.image is not None:
+            d["image"] = copy.deepcopy(self.image)
         return d
 
 

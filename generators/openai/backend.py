@@ -13,8 +13,10 @@ Errors, by kind:
   is `Generation.failed("<status>: <server message>")`; the other requests and the run go on.
 - 401/403: the key is wrong for every request, so `generate` raises.
 
-HTTP goes through transport.py (aiohttp) on an event loop in a thread of the backend (loop.py).
-API keys are read from an environment variable, sent only in the Authorization header, and scrubbed
+HTTP goes through transport.py (aiohttp). `generate` runs on the caller's event loop, with
+connections of that loop (no thread hop per request: at thousands of requests a second the hop and
+the GIL hand-offs cost more than the HTTP); `load()` and `generate_sync` use an event loop in a thread
+of the backend (loop.py), so they stay plain calls. API keys are read from an environment variable, sent only in the Authorization header, and scrubbed
 from every message this module makes.
 """
 
@@ -26,6 +28,8 @@ import math
 import os
 import random
 import threading
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -102,8 +106,12 @@ class OpenAIBackend:
         self._api_key: str | None = None
         self._pool = pool  # a ServerPool: restarted when a replica dies
         self._owns_pool = False  # True when load() launched it (close() stops it)
-        self._replicas: Replicas | None = None
-        self._transport: Transport | None = None
+        self._urls: list[str] = []
+        self._home: _Client | None = None  # on the backend's own thread: load() and generate_sync
+        self._here: _Client | None = None  # on the loop that last called generate()
+        self._here_loop: asyncio.AbstractEventLoop | None = None
+        self._here_closer: Any = None  # the async generator that closes `_here` when its loop ends
+        self._replicas: Replicas | None = None  # the last client's, for `concurrency` and the tests
         self._thread: LoopThread | None = None
         self._images = ImageURLs(self.options.image_max_side, self.options.image_format)
         self._checks = SchemaChecks()
@@ -134,9 +142,10 @@ class OpenAIBackend:
                 return
             self._api_key = self._read_api_key()
             urls = self._start_servers() if self.options.launch else self.options.urls()
+            self._urls = urls
             self._thread = LoopThread(f"mmsynth-{self.name}")
             try:
-                self._thread.call(self._open(urls))
+                self._home = self._thread.call(self._open(urls))
             except BaseException:
                 self._shutdown()
                 raise
@@ -157,12 +166,16 @@ class OpenAIBackend:
         """One Generation per request, in order. Raises ServerError when the server as a whole fails."""
         if not self._loaded:
             await asyncio.to_thread(self.load)
-        return await self._thread.run(self._generate_all(requests))
+        loop = asyncio.get_running_loop()
+        if self._here is None or self._here_loop is not loop:
+            await self._connect_here(loop)
+        return await self._generate_all(self._here, requests)
 
     def generate_sync(self, requests: list[GenerationRequest]) -> list[Generation]:
         """The blocking form of `generate`, for scripts (not from inside a running event loop's thread)."""
         self.load()
-        return self._thread.call(self._generate_all(requests))
+        self._replicas = self._home.replicas
+        return self._thread.call(self._generate_all(self._home, requests))
 
     @property
     def concurrency(self) -> int:
@@ -181,7 +194,7 @@ class OpenAIBackend:
             thread.stop()
         self._loaded = False
         self._thread = None
-        self._transport = None
+        self._home = self._here = self._here_loop = self._here_closer = None  # `_here` closes with its loop
         self._replicas = None
         if self._owns_pool and self._pool is not None:
             pool, self._pool, self._owns_pool = self._pool, None, False
@@ -189,10 +202,8 @@ class OpenAIBackend:
 
     async def _aclose(self) -> None:
         await cancel_others()  # requests whose callers were cancelled, or never awaited, end now
-        if self._replicas is not None:
-            await self._replicas.close()
-        if self._transport is not None:
-            await self._transport.close()
+        if self._home is not None:
+            await self._home.close()
 
     def _start_servers(self) -> list[str]:
         from mmsynth.generators.openai.launch import ServerPool
@@ -236,35 +247,53 @@ class OpenAIBackend:
     def _scrub(self, text: str) -> str:
         return scrub(text, self._api_key)
 
-    async def _open(self, urls: list[str]) -> None:
+    def _client(self, urls: list[str]) -> _Client:
+        """Connections and limiters bound to the running loop."""
         opts = self.options
         # Proxies from the environment apply to remote servers, never to ones on this machine.
         local = all(urlsplit(u).hostname in _LOCAL_HOSTS for u in urls)
-        self._transport = Transport(opts.timeout_s, opts.max_concurrency * len(urls), trust_env=not local)
-        await self._transport.open()
+        transport = Transport(opts.timeout_s, opts.max_concurrency * len(urls), trust_env=not local)
+        transport.open()
         rest_s = min(5.0, max(opts.backoff_max_s, 0.1))
-        self._replicas = Replicas(urls, opts.initial_concurrency, opts.max_concurrency, self._pool, rest_s)
-        for r in self._replicas.all:
-            try:
+        replicas = Replicas(urls, opts.initial_concurrency, opts.max_concurrency, self._pool, rest_s)
+        self._replicas = replicas
+        return _Client(transport, replicas)
+
+    async def _connect_here(self, loop: asyncio.AbstractEventLoop) -> None:
+        # Set before the first await: the other callers on this loop use the same client.
+        self._here, self._here_loop = self._client(self._urls), loop
+        # asyncio.run finalizes the async generators of its loop before closing it, so the
+        # connections of a loop close on that loop, however the caller's run ends.
+        self._here_closer = _close_at_loop_end(self._here)
+        await self._here_closer.__anext__()
+
+    async def _open(self, urls: list[str]) -> _Client:
+        client = self._client(urls)
+        try:
+            for r in client.replicas.all:
                 info = await check_server(
-                    self._transport, r.url, self._headers(), self.served_model_name, self.path
+                    client.transport, r.url, self._headers(), self.served_model_name, self.path
                 )
-            except ServerError as e:
+                self.served_model_name = info.served_model_name
+                self.server_models = info.models
+                self.context_length = info.context_length or self.context_length
+        except BaseException as e:
+            await client.close()
+            if isinstance(e, ServerError):
                 raise ServerError(self._scrub(str(e))) from None
-            self.served_model_name = info.served_model_name
-            self.server_models = info.models
-            self.context_length = info.context_length or self.context_length
+            raise
+        return client
 
     # -- internals: requests ----------------------------------------------------------------------
 
-    async def _generate_all(self, requests: list[GenerationRequest]) -> list[Generation]:
-        results = await asyncio.gather(*(self._one(r) for r in requests), return_exceptions=True)
+    async def _generate_all(self, client: _Client, requests: list[GenerationRequest]) -> list[Generation]:
+        results = await asyncio.gather(*(self._one(client, r) for r in requests), return_exceptions=True)
         for r in results:
             if isinstance(r, BaseException):
                 raise r
         return list(results)
 
-    async def _one(self, req: GenerationRequest) -> Generation:
+    async def _one(self, client: _Client, req: GenerationRequest) -> Generation:
         self.stats["requests"] += 1
         try:
             body = await chat_body(req, self.served_model_name, self._images.url)
@@ -272,67 +301,73 @@ class OpenAIBackend:
             self.stats["failed"] += 1
             return Generation.failed(self._scrub(str(e)))
         try:
-            data, replica, attempts = await self._post(body)
+            data, replica, attempts = await self._post(client, body)
         except Rejected as e:
             self.stats["failed"] += 1
             return Generation.failed(self._scrub(str(e)))
         gen = to_generation(data, self._scrub(replica.url), attempts)
         schema = req.output_schema
         if schema is not None and self.options.json_repair_attempts > 0 and gen.outputs:
+
+            async def post(again: dict[str, Any]) -> dict[str, Any]:
+                return (await self._post(client, again))[0]
+
             gen, repairs = await repair(
-                gen,
-                schema,
-                body,
-                self.options.json_repair_attempts,
-                self._checks,
-                self._post_data,
-                self._scrub,
+                gen, schema, body, self.options.json_repair_attempts, self._checks, post, self._scrub
             )
             self.stats["json_repairs"] += repairs
         return gen
 
-    async def _post_data(self, body: dict[str, Any]) -> dict[str, Any]:
-        return (await self._post(body))[0]
-
-    async def _post(self, body: dict[str, Any]) -> tuple[dict[str, Any], Replica, int]:
+    async def _post(self, client: _Client, body: dict[str, Any]) -> tuple[dict[str, Any], Replica, int]:
         """POST /chat/completions with retries; (json, replica, attempts). Rejected for a refused request."""
-        opts = self.options
-
-        def wait(state) -> float:
-            exc = state.outcome.exception()
-            if isinstance(exc, Transient) and exc.retry_after is not None:
-                return min(exc.retry_after, RETRY_AFTER_MAX_S)
-            # exponential backoff with jitter: initial * 2^(n-1), capped, plus up to `initial` at random
-            delay = min(opts.backoff_max_s, opts.backoff_initial_s * 2 ** (state.attempt_number - 1))
-            return delay + random.uniform(0, opts.backoff_initial_s)
-
-        attempts = 0
+        try:  # the first attempt outside tenacity: its set-up costs as much as the request itself
+            data, replica = await self._attempt(client, body)
+            return data, replica, 1
+        except Transient as e:
+            first = e
+        if self.options.max_retries == 0:
+            raise ServerError(self._scrub(f"gave up after 1 attempts: {first}")) from None
+        delay = self._delay(first, 1)
+        self._note_retry(first, delay)
+        await asyncio.sleep(delay)
+        attempts = 1
         try:
             async for attempt in AsyncRetrying(
                 retry=retry_if_exception_type(Transient),
-                stop=stop_after_attempt(opts.max_retries + 1),
-                wait=wait,
-                before_sleep=self._before_sleep,
+                stop=stop_after_attempt(self.options.max_retries),
+                wait=lambda state: self._delay(state.outcome.exception(), state.attempt_number + 1),
+                before_sleep=lambda state: self._note_retry(state.outcome.exception(), state.upcoming_sleep),
                 reraise=True,
             ):
                 with attempt:
                     attempts += 1
-                    data, replica = await self._attempt(body)
+                    data, replica = await self._attempt(client, body)
             return data, replica, attempts
         except Transient as e:
             raise ServerError(self._scrub(f"gave up after {attempts} attempts: {e}")) from None
 
-    def _before_sleep(self, state) -> None:
-        self.stats["retries"] += 1
-        log.debug("retrying in %.2fs: %s", state.upcoming_sleep, self._scrub(str(state.outcome.exception())))
+    def _delay(self, exc: BaseException | None, attempt: int) -> float:
+        """The wait after failed attempt number `attempt`: Retry-After, else exponential backoff with jitter."""
+        opts = self.options
+        if isinstance(exc, Transient) and exc.retry_after is not None:
+            delay = min(exc.retry_after, RETRY_AFTER_MAX_S)
+        else:  # initial * 2^(n-1), capped, plus up to `initial` at random
+            delay = min(opts.backoff_max_s, opts.backoff_initial_s * 2 ** (attempt - 1))
+            delay += random.uniform(0, opts.backoff_initial_s)
+        return delay
 
-    async def _attempt(self, body: dict[str, Any]) -> tuple[dict[str, Any], Replica]:
-        replica, epoch = await self._replicas.acquire()  # the least busy one at sending time
+    def _note_retry(self, exc: BaseException | None, delay: float) -> None:
+        self.stats["retries"] += 1
+        log.debug("retrying in %.2fs: %s", delay, self._scrub(str(exc)))
+
+    async def _attempt(self, client: _Client, body: dict[str, Any]) -> tuple[dict[str, Any], Replica]:
+        replicas = client.replicas
+        replica, epoch = await replicas.acquire()  # the least busy one at sending time
         outcome = "neutral"
         self.stats["attempts"] += 1
         try:
             try:
-                reply = await self._transport.post_json(
+                reply = await client.transport.post_json(
                     join_url(replica.url, "chat/completions"), body, self._headers()
                 )
             except TransportTimeout as e:
@@ -362,10 +397,29 @@ class OpenAIBackend:
                     raise ServerError(self._scrub(f"{replica.url} refused the request: {msg}"))
                 raise Rejected(msg)
         finally:
-            self._replicas.release(replica, epoch, outcome)
+            replicas.release(replica, epoch, outcome)
         # The slot is free again; a dead replica is restarted (managed) or rested (given URLs).
-        self._replicas.failed(replica)
+        replicas.failed(replica)
         raise Transient(f"connection to {replica.url} failed: {failure}")
+
+
+@dataclass
+class _Client:
+    """The connections and limiters of one event loop."""
+
+    transport: Transport
+    replicas: Replicas
+
+    async def close(self) -> None:
+        await self.replicas.close()
+        await self.transport.close()
+
+
+async def _close_at_loop_end(client: _Client) -> AsyncIterator[None]:
+    try:
+        yield
+    finally:
+        await client.close()
 
 
 __all__ = ["AIMDLimiter", "LaunchOptions", "OpenAIBackend", "OpenAIOptions", "ServerError", "encode_image"]

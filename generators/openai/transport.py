@@ -42,7 +42,7 @@ class Reply:
 
 
 class Transport:
-    """A connection pool to the servers. `open()` must run on the loop that will use it.
+    """A connection pool to the servers, bound to one event loop.
 
     timeout_s: for a whole request (connecting: at most 10 s of it). connections: most open at once.
     trust_env: use proxy variables from the environment (never for servers on this machine).
@@ -54,7 +54,8 @@ class Transport:
         self.trust_env = trust_env
         self._session: aiohttp.ClientSession | None = None
 
-    async def open(self) -> None:
+    def open(self) -> None:
+        """Make the session; call it on the loop that will use it (aiohttp binds it to the running loop)."""
         connector = aiohttp.TCPConnector(limit=self.connections, limit_per_host=0, ttl_dns_cache=300)
         self._session = aiohttp.ClientSession(
             connector=connector, timeout=self.timeout, trust_env=self.trust_env
