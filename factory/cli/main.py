@@ -86,7 +86,12 @@ def cmd_make_tiny(args: argparse.Namespace) -> int:
     from mmsynth.generators.tiny.builders import make_tiny
 
     path = make_tiny(args.kind, Path(args.dir), seed=args.seed)
-    print(f"built a random-weight tiny {args.kind} model in {path} (for smoke tests, not a real model)")
+    if args.kind == "scene-vlm":
+        print(
+            f"built the trained tiny scene teacher in {path} (rendered shape scenes only, not a real model)"
+        )
+    else:
+        print(f"built a random-weight tiny {args.kind} model in {path} (for smoke tests, not a real model)")
     return 0
 
 
@@ -144,8 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("models", help="model utilities")
     msub = m.add_subparsers(dest="models_command", required=True)
-    t = msub.add_parser("make-tiny", help="build a random-weight tiny model for smoke tests (offline)")
-    t.add_argument("kind", choices=["lm", "vlm", "sd"])
+    t = msub.add_parser(
+        "make-tiny", help="build a tiny model offline: random weights for smoke tests, or scene-vlm (trained)"
+    )
+    t.add_argument("kind", choices=["lm", "vlm", "sd", "scene-vlm"])
     t.add_argument("dir")
     t.add_argument("--seed", type=int, default=0)
     t.set_defaults(func=cmd_make_tiny)
