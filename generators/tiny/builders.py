@@ -84,7 +84,9 @@ def make_tiny(kind: str, out_dir: str | Path, seed: int = 0) -> Path:
             "kind": kind,
             "format_version": FORMAT_VERSION,
             "seed": seed,
-            "note": "random weights built by mmsynth.generators.tiny.builders; for smoke tests only",
+            # Frozen text: the marker is part of the folder's content revision, so a change here would
+            # change every request key and record id made with these models (the module has moved since).
+            "note": "random weights built by mmsynth.generators.tiny_models; for smoke tests only",
         }
         key = _build_key(kind, seed)
         if key is not None:  # a trained kind: its marker also names the recipe that made it
