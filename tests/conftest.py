@@ -15,6 +15,23 @@ from mmsynth.prompts import ImageRef
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _isolate_session_env(tmp_path_factory):
+    # Module- and session-scoped fixtures run before the per-test isolation below: without this, a
+    # module fixture that runs a recipe builds its tiny models in the user's real cache.
+    saved = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "HF_HOME", "MMSYNTH_HOME", "HF_TOKEN")}
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["HF_HOME"] = str(tmp_path_factory.getbasetemp() / "hf_home")
+    os.environ["MMSYNTH_HOME"] = str(tmp_path_factory.getbasetemp() / "mmsynth_home")
+    os.environ.pop("HF_TOKEN", None)
+    yield
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
 @pytest.fixture(autouse=True)
 def _isolate_env(monkeypatch, tmp_path_factory, tmp_path):
     # No test may reach a hub or write to the user's caches.
