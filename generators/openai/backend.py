@@ -287,6 +287,8 @@ class OpenAIBackend:
     # -- internals: requests ----------------------------------------------------------------------
 
     async def _generate_all(self, client: _Client, requests: list[GenerationRequest]) -> list[Generation]:
+        if len(requests) == 1:  # the common batch_size 1: no task to make
+            return [await self._one(client, requests[0])]
         results = await asyncio.gather(*(self._one(client, r) for r in requests), return_exceptions=True)
         for r in results:
             if isinstance(r, BaseException):

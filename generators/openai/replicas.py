@@ -59,6 +59,10 @@ class Replicas:
 
     async def acquire(self) -> tuple[Replica, int]:
         """(replica, epoch) with a slot taken on it; ServerError when a restart failed."""
+        if len(self.all) == 1 and self._restart_error is None:  # the usual case, without the lists below
+            only = self.all[0]
+            if not only.down and only.down_until <= time.monotonic() and only.limiter.free > 0:
+                return only, only.limiter.take()
         while True:
             if self._restart_error is not None:
                 raise ServerError(f"a vLLM server died and could not be restarted: {self._restart_error}")
