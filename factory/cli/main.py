@@ -174,7 +174,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from mmsynth.factory.engine.interrupts import handling
+
+    with handling():  # Ctrl-C while the commands' modules import: exit 130, no traceback
+        try:
+            args = build_parser().parse_args(argv)
+        except KeyboardInterrupt:
+            print("[mmsynth] interrupted", file=sys.stderr)
+            return 130
     try:
         return args.func(args)
     except MmsynthError as e:  # every error the user can fix: its message, no traceback, its exit code
