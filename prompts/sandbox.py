@@ -181,12 +181,54 @@ def _check_format(fmt: str, *args: Any) -> None:
             values.append(a)
     for v in values:
         _check_int("a formatting width", v)
+        _checked_str(v)
+
+
+def _materialize(value: Iterable[Any]) -> list[Any]:
+    """A lazy sequence (`map`, `select`, a generator) made a list within the size limit: filters like
+    `list`, `sort` and `join` would otherwise build it whole first, in C, before any check."""
+    if isinstance(value, (str, dict)):
+        value = list(value)
+    cap, out, size = limits().max_chars, [], 0
+    for i, item in enumerate(value):
+        if i % 64 == 0:
+            check_deadline()
+        size += 1 + (len(item) if isinstance(item, _SIZED) else 0)
+        if size > cap:
+            raise _too_big("a list the template builds", size, cap)
+        out.append(item)
+    return out
+
+
+def _json_size_over(value: Any, cap: int) -> bool:
+    """Whether `value` as JSON is longer than `cap`, found without building it (iteratively)."""
+    size, stack = 0, [value]
+    while stack:
+        v = stack.pop()
+        size += 2
+        if isinstance(v, str):
+            size += len(v)
+        elif isinstance(v, dict):
+            stack += [*v.keys(), *v.values()]
+        elif isinstance(v, (list, tuple)):
+            stack += v
+        if size > cap:
+            return True
+    return False
+
+
+def _checked_str(value: Any) -> Any:
+    """A list or dict is printed item by item (repr): a list of a million references to one long
+    string would print terabytes. Refuse that before building the text."""
+    if isinstance(value, (list, tuple, dict)) and _json_size_over(value, limits().max_chars):
+        raise _too_big("a printed list or dict", limits().max_chars + 1, limits().max_chars)
+    return value
 
 
 def _checked_concat(parts: Iterable[Any]) -> str:
     """`~`, `{% set %}` blocks, macros and call blocks all join through here."""
     check_deadline()
-    strings = [p if isinstance(p, str) else str(p) for p in parts]
+    strings = [p if isinstance(p, str) else str(_checked_str(p)) for p in parts]
     _check_size("a joined string", sum(map(len, strings)))
     return "".join(strings)
 
@@ -226,7 +268,9 @@ class _Namespace(Namespace):
         super().__setitem__(name, value)
 
 
-def _str_method_check(name: str, s: str, args: tuple, kwargs: dict[str, Any]) -> None:
+def _str_method_check(name: str, s: str, args: tuple, kwargs: dict[str, Any]) -> tuple:
+    """Refuse a str method call whose result would be over the size limit; returns the arguments to
+    call it with (`join`'s iterable made a list, so that it is read once)."""
     if name in ("center", "ljust", "rjust", "zfill") and args:
         _check_int(f"str.{name} width", args[0])
     elif name == "expandtabs":
@@ -235,10 +279,12 @@ def _str_method_check(name: str, s: str, args: tuple, kwargs: dict[str, Any]) ->
         count = args[2] if len(args) > 2 else s.count(str(args[0])) + 1
         _check_size("str.replace", len(s) + len(str(args[1])) * max(min(count, len(s) + 1), 0))
     elif name == "join" and args:
-        items = list(args[0])
+        items = _materialize(args[0])
         _check_size("str.join", sum(len(str(x)) for x in items) + len(s) * len(items))
+        return (items, *args[1:])
     elif name in ("format", "format_map"):
         _check_format(s, args, kwargs)
+    return args
 
 
 # --- filters with size arguments -------------------------------------------------------------------
@@ -254,6 +300,8 @@ def _tojson(value: Any, indent: int | None = None) -> str:
             o._fail_with_undefined_error()
         raise TypeError(f"Object of type {type(o).__name__} is not JSON serializable")
 
+    if _json_size_over(value, limits().max_chars):
+        raise _too_big("tojson output", limits().max_chars + 1, limits().max_chars)
     out = json.dumps(value, ensure_ascii=False, indent=indent, default=undefined)
     _check_size("tojson output", len(out))
     return out
@@ -291,7 +339,7 @@ def _replace(eval_ctx, s, old, new, count=None):
 
 @pass_eval_context
 def _join(eval_ctx, value, d="", attribute=None):
-    items = list(value)
+    items = _materialize(value)
     _check_size("joined text", sum(len(str(x)) for x in items) + len(str(d)) * len(items))
     return filters.sync_do_join(eval_ctx, items, d, attribute)
 
@@ -299,6 +347,29 @@ def _join(eval_ctx, value, d="", attribute=None):
 def _slice(value, slices, fill_with=None):
     _check_int("slice count", slices)
     return filters.sync_do_slice(value, slices, fill_with)
+
+
+def _string(value: Any) -> str:
+    return filters.soft_str(_checked_str(value))
+
+
+def _list(value: Iterable[Any]) -> list[Any]:
+    return _materialize(value)
+
+
+@pass_environment
+def _sort(environment, value, reverse=False, case_sensitive=False, attribute=None):
+    return filters.do_sort(environment, _materialize(value), reverse, case_sensitive, attribute)
+
+
+@pass_environment
+def _unique(environment, value, case_sensitive=False, attribute=None):
+    return filters.do_unique(environment, _materialize(value), case_sensitive, attribute)
+
+
+def _batch(value, linecount, fill_with=None):
+    _check_int("batch size", linecount)
+    return filters.do_batch(_materialize(value), linecount, fill_with)
 
 
 @pass_environment
@@ -346,7 +417,7 @@ class LimitedEnvironment(ImmutableSandboxedEnvironment):
         check_deadline()
         target = getattr(__obj, "__wrapped__", __obj)  # str.format arrives wrapped by the sandbox
         if isinstance(target, types.BuiltinMethodType) and isinstance(target.__self__, str):
-            _str_method_check(target.__name__, target.__self__, args, kwargs)
+            args = _str_method_check(target.__name__, target.__self__, args, kwargs)
         return super().call(__context, __obj, *args, **kwargs)
 
     def getattr(self, obj: Any, attribute: str) -> Any:
@@ -380,6 +451,7 @@ def make_environment() -> LimitedEnvironment:
         trim_blocks=True,
         lstrip_blocks=True,
         optimized=False,  # the optimizer folds constants at compile time, outside every limit
+        finalize=_checked_str,  # every {{ value }} passes here before it becomes text
     )
     env.globals["range"] = _safe_range
     env.globals["namespace"] = _Namespace
@@ -394,6 +466,11 @@ def make_environment() -> LimitedEnvironment:
         join=_join,
         slice=_slice,
         sum=_sum,
+        list=_list,
+        string=_string,
+        sort=_sort,
+        unique=_unique,
+        batch=_batch,
         mmsynth_loop_guard=_LoopGuard,
     )
     return env

@@ -67,6 +67,15 @@ def small_limits(monkeypatch):
         "{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}",
         "{{ lipsum(1000000, min=1000000, max=1000000) }}",
         f"{{{{ [1]|tojson(indent={BIG}) }}}}",
+        # One long string referenced many times: each container is small, its text is not.
+        "{% set s = 'x' * 90000 %}{{ [s] * 1000 }}",
+        "{% set s = 'x' * 90000 %}{{ ([s] * 1000)|string }}",
+        "{% set s = 'x' * 90000 %}{{ 'a' ~ ([s] * 1000) }}",
+        "{% set s = 'x' * 90000 %}{{ '%s' % ([s] * 1000,) }}",
+        "{% set s = 'x' * 90000 %}{{ ([s] * 1000)|tojson }}",
+        "{% set s = 'x' * 90000 %}{{ ([s] * 1000)|map('upper')|list|length }}",
+        "{% set s = 'x' * 90000 %}{{ ''.join(([s] * 1000)|map('upper')) }}",
+        "{% set s = 'x' * 90000 %}{{ ([s] * 1000)|map('upper')|sort|first }}",
     ],
 )
 def test_hostile_templates_fail_fast_with_file_and_line(body):
@@ -131,8 +140,9 @@ def test_ordinary_loops_filters_and_arithmetic_still_work():
             "{{ loop.index }}/{{ loop.length }} {% endfor %}{{ ns.n }} {{ 'ab' * 2 }} {{ [1, 2]|sum }} "
             "{{ 'x'|center(5) }}|{{ 'a-b'|replace('-', '+') }} {{ ['a', 'b']|join(',') }} {{ 2 ** 10 }} "
             "{{ '%03d' % 7 }} {{ '{:>4}'.format('z') }} {{ 'a' ~ 1 }}{% for x in [] %}{% else %} none{% endfor %}"
+            " {{ ''.join(['a', 'b']|map('upper')) }} {{ [3, 1, 2]|sort }} {{ [1, 1]|unique|list }} {{ [1]|string }}"
         ),
         "mem/ok.j2",
     )
     text = render_template(t, {}).messages[0].parts[0].text
-    assert text == "1/3 2/3 3/3 3 abab 3   x  |a+b a,b 1024 007    z a1 none"
+    assert text == "1/3 2/3 3/3 3 abab 3   x  |a+b a,b 1024 007    z a1 none AB [1, 2, 3] [1] [1]"
