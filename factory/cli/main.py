@@ -15,15 +15,18 @@ _INTERRUPTED = (
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from mmsynth.factory.engine.interrupts import handling
+    from mmsynth.factory.engine.interrupts import exit_after_interrupt, handling
 
     # From the first line on: Ctrl-C while modules import or models load also ends cleanly (exit 130).
     with handling():
         try:
-            return _run(args)
+            code = _run(args)
         except KeyboardInterrupt:
             print(_INTERRUPTED, file=sys.stderr)
-            return 130
+            code = 130
+        if code == 130:
+            exit_after_interrupt()
+        return code
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -174,13 +177,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mmsynth.factory.engine.interrupts import handling
+    from mmsynth.factory.engine.interrupts import exit_after_interrupt, handling
 
     with handling():  # Ctrl-C while the commands' modules import: exit 130, no traceback
         try:
             args = build_parser().parse_args(argv)
         except KeyboardInterrupt:
             print("[mmsynth] interrupted", file=sys.stderr)
+            exit_after_interrupt()
             return 130
     try:
         return args.func(args)

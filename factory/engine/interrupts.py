@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -53,6 +54,21 @@ def _handler(signum: int, frame: Any) -> None:
         _state.on_first()
         return
     raise KeyboardInterrupt
+
+
+def exit_after_interrupt(code: int = EXIT_CODE) -> None:
+    """End the process now once a stop signal was handled and its message printed; a no-op otherwise.
+
+    Python's own exit would finalize first (module teardown, library atexit hooks), and a further
+    Ctrl-C in that window finds the default handler back in place and kills the process by the signal.
+    Everything the run keeps is on disk by now, so there is nothing left to finalize.
+    """
+    if not interrupted():
+        return
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 def interrupted() -> bool:
