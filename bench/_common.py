@@ -202,15 +202,37 @@ def run_mmsynth(recipe: Path, out: Path, expect_requests: int | None = None) -> 
     return wall, cpu, stats
 
 
-def mmsynth_outputs(run_dir: Path) -> dict[str, str]:
-    """seed id -> output text, from the run's Parquet shards (accepted and rejected)."""
+def mmsynth_outputs(run_dir: Path, key: str = "id") -> dict[str, str]:
+    """seed field `key` -> output text, from the run's Parquet shards (accepted and rejected)."""
     import pyarrow.parquet as pq
 
     out = {}
     for p in sorted((run_dir / "data").rglob("*.parquet")):
         for row in pq.read_table(p, columns=["seed", "output"]).to_pylist():
-            out[json.loads(row["seed"])["id"]] = row["output"]
+            out[json.loads(row["seed"])[key]] = row["output"]
     return out
+
+
+def alternate(repeats: int, plain, mmsynth) -> tuple[list[float], list[float], list[float], list[float]]:
+    """Run both sides `repeats` times, alternating which goes first (so neither always runs warm);
+    each side returns (wall s, CPU s, ...) and `mmsynth` may be None (plain only). Prints each repeat.
+    Returns the plain side's wall and CPU times, then mmsynth's."""
+    a_times, a_cpu, b_times, b_cpu = [], [], [], []
+    for r in range(repeats):
+        for side in ("a", "b") if r % 2 == 0 else ("b", "a"):
+            if side == "a":
+                t, c, *_ = plain()
+                a_times.append(t)
+                a_cpu.append(c)
+            elif mmsynth is not None:
+                t, c, *_ = mmsynth()
+                b_times.append(t)
+                b_cpu.append(c)
+        line = f"repeat {r + 1}/{repeats}: plain {a_times[-1]:.2f}s (cpu {a_cpu[-1]:.2f}s)"
+        if b_times:
+            line += f"  mmsynth {b_times[-1]:.2f}s (cpu {b_cpu[-1]:.2f}s)"
+        print(line, flush=True)
+    return a_times, a_cpu, b_times, b_cpu
 
 
 def scratch(prefix: str) -> Path:

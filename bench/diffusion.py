@@ -191,22 +191,11 @@ def main() -> None:
             )
             C.run_mmsynth(warm_recipe, work / "warm-run", expect_requests=warm)
 
-        a_times, b_times, a_cpu, b_cpu = [], [], [], []
-        for r in range(args.repeats):
-            order = ("a", "b") if r % 2 == 0 else ("b", "a")
-            for side in order:
-                if side == "a":
-                    t, c = plain_loop(model_dir, prompts, *shape, work / "png", **where)
-                    a_times.append(t)
-                    a_cpu.append(c)
-                elif not args.plain_only:
-                    t, c, _ = C.run_mmsynth(recipe, work / "run", expect_requests=args.n)
-                    b_times.append(t)
-                    b_cpu.append(c)
-            line = f"repeat {r + 1}/{args.repeats}: plain {a_times[-1]:.2f}s (cpu {a_cpu[-1]:.2f}s)"
-            if b_times:
-                line += f"  mmsynth {b_times[-1]:.2f}s (cpu {b_cpu[-1]:.2f}s)"
-            print(line, flush=True)
+        a_times, a_cpu, b_times, b_cpu = C.alternate(
+            args.repeats,
+            lambda: plain_loop(model_dir, prompts, *shape, work / "png", **where),
+            None if args.plain_only else lambda: C.run_mmsynth(recipe, work / "run", expect_requests=args.n),
+        )
 
         a_med = C.median(a_times)
         print()

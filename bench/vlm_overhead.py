@@ -166,17 +166,6 @@ def plain_loop(
     return time.perf_counter() - t0, time.process_time() - c0, completion, outputs
 
 
-def mmsynth_outputs(run_dir: Path) -> dict[str, str]:
-    """image file name -> output text, from the run's Parquet shards (accepted and rejected)."""
-    import pyarrow.parquet as pq
-
-    out = {}
-    for p in sorted((run_dir / "data").rglob("*.parquet")):
-        for row in pq.read_table(p, columns=["seed", "output"]).to_pylist():
-            out[json.loads(row["seed"])["filename"]] = row["output"]
-    return out
-
-
 def vision_image_size(model_dir: Path) -> int:
     """The model's vision tower input size (what the scenes are rendered at)."""
     config = json.loads((model_dir / "config.json").read_text())
@@ -223,29 +212,23 @@ def main() -> None:
         warm_recipe = write_recipe(work / "warm", work / "warm-images", model_dir, *shape, **where)
         C.run_mmsynth(warm_recipe, work / "warm-run", expect_requests=warm)
 
-        a_times, b_times, a_cpu, b_cpu = [], [], [], []
-        a_tokens = b_tokens = 0
-        a_out: list[str] = []
-        for r in range(args.repeats):
-            for side in ("a", "b") if r % 2 == 0 else ("b", "a"):
-                if side == "a":
-                    t, c, a_tokens, a_out = plain_loop(
-                        model_dir, paths, chats, *shape, work / "plain.jsonl", **where
-                    )
-                    a_times.append(t)
-                    a_cpu.append(c)
-                else:
-                    t, c, stats = C.run_mmsynth(recipe, work / "run", expect_requests=args.n)
-                    b_tokens = stats["tokens"]["completion"]
-                    b_times.append(t)
-                    b_cpu.append(c)
-            print(
-                f"repeat {r + 1}/{args.repeats}: plain {a_times[-1]:.2f}s (cpu {a_cpu[-1]:.2f}s)  "
-                f"mmsynth {b_times[-1]:.2f}s (cpu {b_cpu[-1]:.2f}s)",
-                flush=True,
-            )
+        plain_result: dict = {}
 
-        b_out = mmsynth_outputs(work / "run")
+        def plain() -> tuple[float, float]:
+            t, c, plain_result["tokens"], plain_result["out"] = plain_loop(
+                model_dir, paths, chats, *shape, work / "plain.jsonl", **where
+            )
+            return t, c
+
+        def by_mmsynth() -> tuple[float, float]:
+            t, c, plain_result["stats"] = C.run_mmsynth(recipe, work / "run", expect_requests=args.n)
+            return t, c
+
+        a_times, a_cpu, b_times, b_cpu = C.alternate(args.repeats, plain, by_mmsynth)
+        a_tokens, a_out = plain_result["tokens"], plain_result["out"]
+        b_tokens = plain_result["stats"]["tokens"]["completion"]
+
+        b_out = C.mmsynth_outputs(work / "run", key="filename")
         same = sum(a_out[i] == b_out.get(p.name) for i, p in enumerate(paths))
         a_med, b_med = C.median(a_times), C.median(b_times)
         a_rate, b_rate = a_tokens / a_med, b_tokens / b_med
