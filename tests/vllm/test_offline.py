@@ -36,9 +36,10 @@ def test_without_vllm_the_backend_builds_and_loading_says_what_to_install(monkey
     assert backend_class("vllm-offline").name == "vllm-offline"
     # Construction stays cheap and import-free (the factory reports load errors per model) ...
     backend = build_backend("vllm-offline", model="tiny:lm", max_model_len=512)
+    # Two lists in flight: the factory keeps the next one in the engine while one finishes.
     assert (backend.batch_size, backend.max_concurrency, backend.engine_args) == (
         256,
-        1,
+        2,
         {"max_model_len": 512},
     )
     # ... and loading, explicitly or by the first generate, says what is missing.
@@ -194,6 +195,23 @@ DRIVER = textwrap.dedent(
         gens2 = b.generate_sync(again)  # the fast path: no rejection in this batch
         report["rerun"] = gens2[0].to_json()
         report["stop"] = {"stop": stop, "gen": gens2[1].to_json() if stop else None}
+
+        # Calls that overlap share the engine: three lists at once (one with a refused request and
+        # one longer than batch_size, so it tops up as its requests finish) give what each gives alone.
+        lists = [
+            [req(f"Story {i}.", temperature=0.9, max_tokens=4 + 5 * (i % 4), seed=100 + i) for i in range(6)],
+            [req("word " * 3000, max_tokens=4), req("Short.", temperature=0.9, max_tokens=3, seed=7)],
+            [req(f"Tale {i}.", temperature=0.9, n=2, max_tokens=2 + i, seed=200 + i) for i in range(11)],
+        ]
+        b.batch_size = 4
+        alone = [[g.to_json() for g in b.generate_sync(x)] for x in lists]
+
+        async def overlapping():
+            return await asyncio.gather(*(b.generate(x) for x in lists))
+
+        together = [[g.to_json() for g in gs] for gs in asyncio.run(overlapping())]
+        report["overlap"] = {"alone": alone, "together": together}
+        report["empty"] = b.generate_sync([])
         b.close()
 
         t = time.time()
@@ -267,7 +285,7 @@ def _texts(gen: dict) -> list[str]:
 def test_backend_describes_itself_after_load(report, which):
     info = report[which]
     assert info["name"] == "vllm-offline"
-    assert info["max_concurrency"] == 1
+    assert info["max_concurrency"] == 2
     assert (info["device"], info["dtype"], info["context_length"]) == ("cpu", "float32", 512)
     assert info["is_vlm"] is (which == "vlm")
     assert info["revision"].startswith("local-")
@@ -361,3 +379,24 @@ def test_image_chat_on_the_tiny_vlm(report):
     # The image became image tokens in the prompt: 16 for a 64 px image, plus its markers.
     assert img["prompt_tokens"] >= text_only["prompt_tokens"] + 16
     assert gens["image_again"] == img
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_overlapping_calls_share_the_engine_and_each_gets_its_own_answers(report):
+    alone, together = report["overlap"]["alone"], report["overlap"]["together"]
+    assert together == alone
+    assert [len(x) for x in together] == [6, 2, 11]
+    assert "maximum context length is 512" in together[1][0]["error"]
+    assert together[1][1]["error"] is None and together[1][1]["completion_tokens"] == 3
+    # Each request has its own max_tokens: an answer of the right length (or one that stopped early)
+    # is its own request's, not a neighbour's.
+    wanted = [(g, 4 + 5 * (i % 4), 1) for i, g in enumerate(together[0])]
+    wanted += [(g, 2 + i, 2) for i, g in enumerate(together[2])]
+    for g, max_tokens, n in wanted:
+        assert g["error"] is None and len(g["outputs"]) == n
+        stopped = any(reason == "stop" for _, reason in g["outputs"])
+        assert g["completion_tokens"] == n * max_tokens or (
+            stopped and g["completion_tokens"] < n * max_tokens
+        )
+    assert report["empty"] == []
