@@ -152,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("dir", nargs="?", help="model folder (default: build or reuse tiny:scene-vlm)")
     p.add_argument("--scenes", type=int, default=96)
     p.add_argument("--start", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="scene seed (recipes/proving-ground.yaml uses 1)")
+    p.add_argument("--max-objects", type=int, default=4)
     p.add_argument("--temperature", type=float, default=0.0)
     args = p.parse_args(argv)
     folder = args.dir
@@ -159,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         from mmsynth.generators.model_paths import resolve_model_path
 
         folder = resolve_model_path("tiny:scene-vlm")
-    table = evaluate(folder, args.scenes, args.start, temperature=args.temperature)
+    table = evaluate(folder, args.scenes, args.start, args.seed, args.temperature, args.max_objects)
     print(format_table(table))
     return 0
 
