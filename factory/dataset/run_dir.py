@@ -77,19 +77,23 @@ class RunDir:
             self.lock = RunLock.acquire(self.state)
         except RunLocked as e:
             raise RunDirError(str(e)) from None
-        if fresh and self.path.exists():
-            self._clear_outputs()
-        elif info.exists():
-            old = json.loads(info.read_text())
-            if old.get("fingerprint") != fingerprint:
-                changed = _what_changed(old.get("describe", {}), describe)
-                raise RunDirError(
-                    f"{self.path} was made by a different recipe ({changed}). "
-                    f"Rerun with --fresh to rebuild it (cached responses are reused, so only changed "
-                    f"requests go to the model), or choose another --out."
-                )
-            return
-        write_json_atomic(info, {"fingerprint": fingerprint, "describe": describe})
+        try:
+            if fresh and self.path.exists():
+                self._clear_outputs()
+            elif info.exists():
+                old = json.loads(info.read_text())
+                if old.get("fingerprint") != fingerprint:
+                    changed = _what_changed(old.get("describe", {}), describe)
+                    raise RunDirError(
+                        f"{self.path} was made by a different recipe ({changed}). "
+                        f"Rerun with --fresh to rebuild it (cached responses are reused, so only changed "
+                        f"requests go to the model), or choose another --out."
+                    )
+                return
+            write_json_atomic(info, {"fingerprint": fingerprint, "describe": describe})
+        except BaseException:
+            self.close()  # a refused or failed claim leaves the folder free for the next command
+            raise
 
     def close(self) -> None:
         """Release the folder for the next run."""
