@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -191,6 +193,22 @@ def main(argv: list[str] | None = None) -> int:
     except MmsynthError as e:  # every error the user can fix: its message, no traceback, its exit code
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
+    except (OSError, sqlite3.OperationalError) as e:
+        # A full disk under the run folder: a shard or marker write (ENOSPC), or the response cache's
+        # sqlite ("database or disk is full", or "disk I/O error" when it fills while opening).
+        full = getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or (
+            isinstance(e, sqlite3.OperationalError) and "disk" in str(e)
+        )
+        if not full:
+            raise
+        # Every write is atomic (temp file, fsync, rename), so what is on disk is whole: a rerun resumes.
+        where = f" writing {e.filename}" if getattr(e, "filename", None) else ""
+        print(
+            f"error: no space left on the device{where} ({e}). Finished chunks and cached answers are "
+            "kept; free some space and run the same command again to resume.",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":
