@@ -69,7 +69,9 @@ def test_build_from_config_model():
 
 
 def test_unknown_type_suggests_a_name():
-    with pytest.raises(ValueError, match=r"unknown validator type 'heuristic' \(known: .*\)\. Did you mean 'heuristics'\?"):
+    with pytest.raises(
+        ValueError, match=r"unknown validator type 'heuristic' \(known: .*\)\. Did you mean 'heuristics'\?"
+    ):
         build_validator({"type": "heuristic"})
     with pytest.raises(ValueError, match=r"Did you mean 'exact_dedup'"):
         validator_config_model("exact_dedupe")
