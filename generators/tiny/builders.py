@@ -204,14 +204,60 @@ def _idefics3_image_processor():
     )
 
 
+def idefics3_config(
+    tok,
+    *,
+    vision_hidden: int = 64,
+    vision_intermediate: int = 128,
+    vision_layers: int = 2,
+    vision_heads: int = 2,
+    text_hidden: int = 128,
+    text_intermediate: int = 256,
+    text_layers: int = 2,
+    text_heads: int = 4,
+    text_kv_heads: int = 2,
+):
+    """The tiny Idefics3 configuration (64 px images, 16 image tokens, head_dim 32) for tokenizer `tok`;
+    the defaults are `tiny:vlm`'s, and `tiny:scene-vlm` widens them."""
+    from transformers import Idefics3Config
+
+    eos, pad = tok.convert_tokens_to_ids("<end_of_utterance>"), tok.convert_tokens_to_ids("<|endoftext|>")
+    return Idefics3Config(
+        image_token_id=tok.convert_tokens_to_ids("<image>"),
+        scale_factor=VLM_SCALE_FACTOR,
+        tie_word_embeddings=False,
+        pad_token_id=pad,
+        vision_config={
+            "hidden_size": vision_hidden,
+            "intermediate_size": vision_intermediate,
+            "num_hidden_layers": vision_layers,
+            "num_attention_heads": vision_heads,
+            "image_size": IMAGE_SIZE,
+            "patch_size": VLM_PATCH,
+        },
+        text_config={
+            "model_type": "llama",
+            "vocab_size": len(tok),
+            "hidden_size": text_hidden,
+            "intermediate_size": text_intermediate,
+            "num_hidden_layers": text_layers,
+            "num_attention_heads": text_heads,
+            "num_key_value_heads": text_kv_heads,
+            "head_dim": 32,
+            "max_position_embeddings": MAX_POSITIONS,
+            "rms_norm_eps": 1e-5,
+            "bos_token_id": None,
+            "eos_token_id": eos,
+            "pad_token_id": pad,
+            "tie_word_embeddings": False,
+        },
+        dtype="float32",
+    )
+
+
 def _build_vlm(out: Path, seed: int) -> None:
     import torch
-    from transformers import (
-        GenerationConfig,
-        Idefics3Config,
-        Idefics3ForConditionalGeneration,
-        Idefics3Processor,
-    )
+    from transformers import GenerationConfig, Idefics3ForConditionalGeneration, Idefics3Processor
 
     tok = _chat_tokenizer(
         seed,
@@ -223,38 +269,7 @@ def _build_vlm(out: Path, seed: int) -> None:
         extra_special_tokens=["<fake_token_around_image>", "<image>", "<global-img>"],
     )
     eos, pad = tok.convert_tokens_to_ids("<end_of_utterance>"), tok.convert_tokens_to_ids("<|endoftext|>")
-    image_id = tok.convert_tokens_to_ids("<image>")
-    config = Idefics3Config(
-        image_token_id=image_id,
-        scale_factor=VLM_SCALE_FACTOR,
-        tie_word_embeddings=False,
-        pad_token_id=pad,
-        vision_config={
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "image_size": IMAGE_SIZE,
-            "patch_size": VLM_PATCH,
-        },
-        text_config={
-            "model_type": "llama",
-            "vocab_size": len(tok),
-            "hidden_size": 128,
-            "intermediate_size": 256,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
-            "head_dim": 32,
-            "max_position_embeddings": MAX_POSITIONS,
-            "rms_norm_eps": 1e-5,
-            "bos_token_id": None,
-            "eos_token_id": eos,
-            "pad_token_id": pad,
-            "tie_word_embeddings": False,
-        },
-        dtype="float32",
-    )
+    config = idefics3_config(tok)
     processor = Idefics3Processor(
         image_processor=_idefics3_image_processor(),
         tokenizer=tok,

@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from mmsynth.generators.tiny import scene_data as sd
-from mmsynth.generators.tiny.tokenizers import _CHAT_TEMPLATE, _VLM_SPECIALS, MAX_POSITIONS, _chat_tokenizer
+from mmsynth.generators.tiny.tokenizers import _CHAT_TEMPLATE, _VLM_SPECIALS, _chat_tokenizer
 
 BUILDER_VERSION = 1  # bump when the data, the recipe or the code changes what a build produces
 # torch threads during the build: fixed, so the same config gives the same weights on a machine. One,
@@ -125,39 +125,19 @@ def _tokenizer(config: SceneVLMConfig, seed: int):
 
 
 def _model_config(config: SceneVLMConfig, tok):
-    from transformers import Idefics3Config
+    from mmsynth.generators.tiny.builders import idefics3_config
 
-    eos, pad = tok.convert_tokens_to_ids("<end_of_utterance>"), tok.convert_tokens_to_ids("<|endoftext|>")
-    return Idefics3Config(
-        image_token_id=tok.convert_tokens_to_ids("<image>"),
-        scale_factor=SCALE_FACTOR,
-        tie_word_embeddings=False,
-        pad_token_id=pad,
-        vision_config={
-            "hidden_size": config.vision_hidden,
-            "intermediate_size": config.vision_intermediate,
-            "num_hidden_layers": config.vision_layers,
-            "num_attention_heads": config.vision_heads,
-            "image_size": IMAGE_SIZE,
-            "patch_size": PATCH,
-        },
-        text_config={
-            "model_type": "llama",
-            "vocab_size": len(tok),
-            "hidden_size": config.text_hidden,
-            "intermediate_size": config.text_intermediate,
-            "num_hidden_layers": config.text_layers,
-            "num_attention_heads": config.text_heads,
-            "num_key_value_heads": config.text_kv_heads,
-            "head_dim": 32,
-            "max_position_embeddings": MAX_POSITIONS,
-            "rms_norm_eps": 1e-5,
-            "bos_token_id": None,
-            "eos_token_id": eos,
-            "pad_token_id": pad,
-            "tie_word_embeddings": False,
-        },
-        dtype="float32",
+    return idefics3_config(
+        tok,
+        vision_hidden=config.vision_hidden,
+        vision_intermediate=config.vision_intermediate,
+        vision_layers=config.vision_layers,
+        vision_heads=config.vision_heads,
+        text_hidden=config.text_hidden,
+        text_intermediate=config.text_intermediate,
+        text_layers=config.text_layers,
+        text_heads=config.text_heads,
+        text_kv_heads=config.text_kv_heads,
     )
 
 
