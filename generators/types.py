@@ -155,6 +155,10 @@ class Backend(Protocol):
     In-process backends batch (batch_size > 1, max_concurrency 1); network backends take one request
     per call and many calls at once. `generate` raises only for failures that should stop the run
     (model cannot load, server gone); a bad request is answered with Generation.failed(reason).
+
+    Optional: `prefix_cache = True` says the model keeps a prefix cache (vLLM) and answers each request
+    independently of the others sent with it; the engine then sends requests grouped by image and
+    prompt prefix (factory/engine/order.py) instead of in stream order. Absent means False.
     """
 
     name: str  # registry key: "transformers", "vllm-server", ...

@@ -8,6 +8,9 @@ always a prefix, which is what makes resume exact.
 Tasks with `from` form stages: a chunk's runner awaits stage s, validates it, and sends stage s+1
 for the records it accepted, so a whole pipeline (plan -> prompts -> images -> captions -> documents)
 finishes inside one chunk. Validation is serialized per stage in chunk order (see Turns).
+
+For backends with a server-side prefix cache (the vLLM ones), each submitted list goes out in cache
+order (order.py: grouped by image, then by the text before it); everything else stays in stream order.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from mmsynth.factory.engine.answers import assemble_records
 from mmsynth.factory.engine.cache import ResponseCache
 from mmsynth.factory.engine.dispatch import Dispatcher
 from mmsynth.factory.engine.documents import assemble_documents
+from mmsynth.factory.engine.order import order_requests
 from mmsynth.factory.engine.plan import Plan, TaskPlan, build_request
 from mmsynth.factory.engine.stages import derived_seeds, mixture_task
 from mmsynth.factory.engine.stats import ChunkStats
@@ -215,7 +219,12 @@ def _submit(ctx: _Context, work: ChunkWork, items: list[Item]) -> None:
     work.stats.requests_cached += hits
     futures = {}
     for model_name, reqs in by_model.items():
-        futures.update(ctx.dispatchers[model_name].submit(reqs))
+        dispatcher = ctx.dispatchers[model_name]
+        if getattr(dispatcher.backend, "prefix_cache", False):
+            # A server with a prefix cache gets each image's requests together (order.py); the items
+            # keep stream order, so only the send order changes, never a record.
+            reqs = order_requests(reqs)
+        futures.update(dispatcher.submit(reqs))
     for item in requests:
         if item.answer is None:
             item.future = futures[item.request.key]

@@ -93,6 +93,9 @@ class VLLMOfflineBackend(InProcessBackend):
     name = "vllm-offline"
     # Two lists in flight: the next one is in the engine's queue while the tail of one finishes.
     max_concurrency = 2
+    # vLLM's prefix and encoder caches, and outputs independent of the batch: the engine sends
+    # requests grouped by image and prefix (factory/engine/order.py).
+    prefix_cache = True
 
     class Options(BaseModel):
         """What a recipe may set under `options:`: engine arguments for `vllm.LLM(...)`, passed unchanged.

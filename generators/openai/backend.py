@@ -79,6 +79,9 @@ class OpenAIBackend:
 
     name = "vllm-server"
     Options = OpenAIOptions
+    # The server keeps a prefix cache (vLLM, SGLang) and answers each request on its own: the engine
+    # sends requests grouped by image and prefix (factory/engine/order.py).
+    prefix_cache = True
 
     def __init__(
         self,
