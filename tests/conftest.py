@@ -15,11 +15,15 @@ from mmsynth.prompts import ImageRef
 REPO = Path(__file__).resolve().parents[1]
 
 
+_USER_HOME: list[str | None] = []  # the MMSYNTH_HOME the session started with, before isolation
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _isolate_session_env(tmp_path_factory):
     # Module- and session-scoped fixtures run before the per-test isolation below: without this, a
     # module fixture that runs a recipe builds its tiny models in the user's real cache.
     saved = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "HF_HOME", "MMSYNTH_HOME", "HF_TOKEN")}
+    _USER_HOME.append(saved["MMSYNTH_HOME"])
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["HF_HOME"] = str(tmp_path_factory.getbasetemp() / "hf_home")
     os.environ["MMSYNTH_HOME"] = str(tmp_path_factory.getbasetemp() / "mmsynth_home")
@@ -82,6 +86,21 @@ def tiny_sd(tiny_dir) -> Path:
 def tiny_clip(tiny_dir) -> Path:
     """A random-weight CLIPModel folder with its processor (64 px images)."""
     return _tiny("clip", tiny_dir)
+
+
+@pytest.fixture(scope="session")
+def scene_vlm() -> Path:
+    """The trained teacher `tiny:scene-vlm`, built once per session where every recipe in the session
+    finds it (the session's MMSYNTH_HOME), so runs of the shipped recipes do not build it again."""
+    from mmsynth.generators.model_paths import mmsynth_home, resolve_model_path
+
+    # A developer's own build is copied in, so a rerun does not train again; its marker's build key
+    # is checked as for any cached tiny model, and a stale copy is rebuilt. CI starts without one.
+    mine = Path(_USER_HOME[0]) / "tiny-models" / "scene-vlm" if _USER_HOME and _USER_HOME[0] else None
+    target = mmsynth_home() / "tiny-models" / "scene-vlm"
+    if mine is not None and mine.is_dir() and not target.exists():
+        shutil.copytree(mine, target)
+    return Path(resolve_model_path("tiny:scene-vlm"))
 
 
 def pytest_collection_modifyitems(config, items):

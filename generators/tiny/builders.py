@@ -194,13 +194,13 @@ def _build_lm(out: Path, seed: int) -> None:
     tok.save_pretrained(out)
 
 
-def _idefics3_image_processor():
+def _idefics3_image_processor(size: int = IMAGE_SIZE):
     from transformers.models.idefics3 import image_processing_pil_idefics3 as pil
 
     return pil.Idefics3ImageProcessorPil(
         do_image_splitting=False,
-        size={"longest_edge": IMAGE_SIZE},
-        max_image_size={"longest_edge": IMAGE_SIZE},
+        size={"longest_edge": size},
+        max_image_size={"longest_edge": size},
     )
 
 
@@ -216,6 +216,9 @@ def idefics3_config(
     text_layers: int = 2,
     text_heads: int = 4,
     text_kv_heads: int = 2,
+    image_size: int = IMAGE_SIZE,
+    patch: int = VLM_PATCH,
+    scale_factor: int = VLM_SCALE_FACTOR,
 ):
     """The tiny Idefics3 configuration (64 px images, 16 image tokens, head_dim 32) for tokenizer `tok`;
     the defaults are `tiny:vlm`'s, and `tiny:scene-vlm` widens them."""
@@ -224,7 +227,7 @@ def idefics3_config(
     eos, pad = tok.convert_tokens_to_ids("<end_of_utterance>"), tok.convert_tokens_to_ids("<|endoftext|>")
     return Idefics3Config(
         image_token_id=tok.convert_tokens_to_ids("<image>"),
-        scale_factor=VLM_SCALE_FACTOR,
+        scale_factor=scale_factor,
         tie_word_embeddings=False,
         pad_token_id=pad,
         vision_config={
@@ -232,8 +235,8 @@ def idefics3_config(
             "intermediate_size": vision_intermediate,
             "num_hidden_layers": vision_layers,
             "num_attention_heads": vision_heads,
-            "image_size": IMAGE_SIZE,
-            "patch_size": VLM_PATCH,
+            "image_size": image_size,
+            "patch_size": patch,
         },
         text_config={
             "model_type": "llama",

@@ -26,6 +26,7 @@ from mmsynth.generators.scenes.truth import PLURAL, describe_object, describe_sc
 from mmsynth.generators.scenes.world import BACKGROUNDS, random_scene, render_scene, scene_rng
 
 TRAIN_START = 10_000_000  # first training scene index; evaluation anywhere in the project stays below
+VISION_START = 20_000_000  # scenes of the vision tower's stage (disjoint from the language stage's)
 SCENE_SEED = 0  # the recipes' seed: training scenes differ from theirs by index alone
 TEMPLATES = ("caption.short", "caption.dense", "caption.grounded", "vqa.pairs")
 # What the batches ask, in turn: vqa.pairs both with the scene hint (recipes/qa.yaml, quickstart.yaml:
