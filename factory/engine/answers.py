@@ -61,6 +61,7 @@ def assemble_records(
     )
     stats.prompt_tokens += gen.prompt_tokens
     stats.completion_tokens += gen.completion_tokens
+    stats.add_model(task.model_name, gen.prompt_tokens, gen.completion_tokens, gen.error is not None)
     if gen.error is not None:
         stats.requests_failed += 1
         return [_failure(common, request.key, f"backend: {gen.error}", prompt_tokens=gen.prompt_tokens)]

@@ -30,6 +30,7 @@ from mmsynth.factory.engine.answers import assemble_records
 from mmsynth.factory.engine.cache import ResponseCache
 from mmsynth.factory.engine.dispatch import Dispatcher
 from mmsynth.factory.engine.documents import assemble_documents
+from mmsynth.factory.engine.meter import RunMeter
 from mmsynth.factory.engine.order import order_requests
 from mmsynth.factory.engine.plan import Plan, TaskPlan, build_request
 from mmsynth.factory.engine.stages import derived_seeds, mixture_task
@@ -76,6 +77,7 @@ class Progress:
     failed: int = 0
     chunks_done: int = 0
     on_change: Callable[[Progress], None] | None = None
+    meter: RunMeter = field(default_factory=RunMeter)  # per task and per model, for the live panel
 
     def bump(self, **kw: int) -> None:
         for k, v in kw.items():
@@ -136,6 +138,7 @@ async def run_engine(
             cache,
             run_dir.requests_log,
             on_answer=lambda batch, gens: progress.bump(requests_done=len(batch)),
+            meter=progress.meter.model(name, b),
         )
         for name, b in plan.backends.items()
     }
@@ -237,12 +240,14 @@ async def _run_stages(ctx: _Context, work: ChunkWork) -> None:
     seed_of: dict[str, Seed] = {}  # record id -> the seed it was made from, for deriving the next stage
     for stage in range(plan.stages):
         items = [i for i in work.items if i.task.level == stage]
+        waited = time.monotonic()
         for item in items:
             if item.future is not None:
                 try:
                     item.answer = await item.future
                 except asyncio.CancelledError:
                     raise Interrupted from None
+        work.stats.add_time("generate", waited)
         records = []
         for item in items:
             for r in assemble_records(
@@ -251,8 +256,10 @@ async def _run_stages(ctx: _Context, work: ChunkWork) -> None:
                 records.append(r)
                 seed_of[r.id] = item.seed
         await ctx.turns.wait(work.index, stage)
+        checked = time.monotonic()
         # In a worker thread: validators may block or run a model.
         await asyncio.to_thread(validate_records, plan.validators, records)
+        work.stats.add_time("validate", checked)
         ctx.turns.done(work.index, stage)
         work.records.extend(records)
         nxt = [t for t in plan.tasks if t.level == stage + 1]
@@ -270,7 +277,9 @@ async def _run_stages(ctx: _Context, work: ChunkWork) -> None:
         stage = plan.stages
         docs = [d for spec in plan.recipe.documents for d in assemble_documents(spec, work.records)]
         await ctx.turns.wait(work.index, stage)
+        checked = time.monotonic()
         await asyncio.to_thread(validate_records, plan.validators, docs)
+        work.stats.add_time("validate", checked)
         ctx.turns.done(work.index, stage)
         work.records.extend(docs)
 
@@ -280,12 +289,15 @@ async def _finish_chunk(plan: Plan, run_dir: RunDir, work: ChunkWork, progress: 
     await work.runner
     records = work.records
     work.stats.count(records, [v.name for v in plan.validators])
+    written = time.monotonic()
     for subset in plan.subsets:
         for split in SPLITS:
             rows = [r for r in records if r.task == subset and r.accepted == (split == "train")]
             if rows:
                 write_shard(shard_path(run_dir.path, subset, split, work.index), rows)
+    work.stats.add_time("write", written)
     work.stats.seconds = round(time.monotonic() - work.started, 4)
     write_json_atomic(run_dir.chunk_marker(work.index), work.stats.to_dict())
     acc = sum(r.accepted for r in records)
+    progress.meter.add_records(records)
     progress.bump(accepted=acc, rejected=len(records) - acc, chunks_done=1, failed=work.stats.requests_failed)

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mmsynth.factory.engine.cache import ResponseCache
+from mmsynth.factory.engine.meter import ModelMeter
 from mmsynth.generators.types import Backend, Generation, GenerationRequest
 from mmsynth.prompts.errors import MmsynthError
 
@@ -40,10 +41,12 @@ class Dispatcher:
         cache: ResponseCache,
         log_path: Path | None = None,
         on_answer: Callable[[list[GenerationRequest], list[Generation]], None] | None = None,
+        meter: ModelMeter | None = None,
     ):
         self.backend = backend
         self.cache = cache
         self.on_answer = on_answer
+        self.meter = meter  # requests in flight, tokens and errors, for the live panel
         self.stopping = False
         self._log = RequestLog(log_path, backend.name)
         self._queue: asyncio.Queue[tuple[list[GenerationRequest], list[asyncio.Future]]] = asyncio.Queue()
@@ -73,6 +76,9 @@ class Dispatcher:
                 for f in futures:
                     f.cancel()
                 continue
+            meter = self.meter
+            if meter:
+                meter.start(len(batch))
             try:
                 self._log.add("sent", batch)
                 gens = await self.backend.generate(batch)
@@ -81,12 +87,18 @@ class Dispatcher:
                         f"backend {self.backend.name} returned {len(gens)} answers for {len(batch)} requests"
                     )
             except asyncio.CancelledError:
+                if meter:
+                    meter.cancel(len(batch))
                 for f in futures:
                     f.cancel()
                 raise
             except Exception as e:  # any exception here is the backend's, not a request's
+                if meter:
+                    meter.fail(len(batch))
                 _fail(futures, self._failure(e))
                 continue
+            if meter:
+                meter.finish(gens)
             self._answered.append((batch, gens, futures))
             self._wake.set()
 

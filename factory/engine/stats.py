@@ -1,7 +1,8 @@
-"""Run statistics: counts per stage, per task, per validator and per reject reason."""
+"""Run statistics: counts per stage, per task, per model, per validator and per reject reason."""
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -25,9 +26,29 @@ class ChunkStats:
     reasons: dict[str, int] = field(default_factory=dict)
     validators: dict[str, dict[str, Any]] = field(default_factory=dict)
     seconds: float = 0.0
+    # model name -> {"requests", "failed", "prompt_tokens", "completion_tokens"}, cached answers included.
+    models: dict[str, dict[str, int]] = field(default_factory=dict)
+    # "generate" (waiting for answers), "validate", "write" -> {"seconds": s}. The leaf is named `seconds`
+    # so that tools which drop timings (bench/same_output.py) drop these too.
+    time_per_stage: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+    def add_model(self, model: str, prompt_tokens: int, completion_tokens: int, failed: bool) -> None:
+        """Count one answered request of `model`."""
+        m = self.models.setdefault(
+            model, {"requests": 0, "failed": 0, "prompt_tokens": 0, "completion_tokens": 0}
+        )
+        m["requests"] += 1
+        m["failed"] += int(failed)
+        m["prompt_tokens"] += prompt_tokens
+        m["completion_tokens"] += completion_tokens
+
+    def add_time(self, stage: str, since: float) -> None:
+        """Add the time from `since` (time.monotonic()) to now to `stage`."""
+        entry = self.time_per_stage.setdefault(stage, {"seconds": 0.0})
+        entry["seconds"] = round(entry["seconds"] + time.monotonic() - since, 4)
 
     def count(self, records: Sequence[Any], validator_names: Iterable[str]) -> None:
         """Fill the per-task accepted/rejected counts, the reason counts and the per-validator stats from
@@ -47,6 +68,8 @@ def merge_chunks(chunks: list[dict[str, Any]], wall_seconds: float) -> dict[str,
     tot = Counter()
     accepted, rejected, reasons = Counter(), Counter(), Counter()
     validators: dict[str, dict[str, Any]] = {}
+    models: dict[str, Counter] = {}
+    stage_seconds: Counter = Counter()
     for c in chunks:
         for k in (
             "seeds",
@@ -62,6 +85,11 @@ def merge_chunks(chunks: list[dict[str, Any]], wall_seconds: float) -> dict[str,
         reasons.update(c.get("reasons", {}))
         for name, v in c.get("validators", {}).items():
             validators[name] = _merge_validator(validators.get(name), v)
+        # Markers of runs made before these were counted have neither: those chunks add nothing.
+        for name, m in c.get("models", {}).items():
+            models.setdefault(name, Counter()).update(m)
+        for stage, t in c.get("time_per_stage", {}).items():
+            stage_seconds[stage] += t.get("seconds", 0.0)
     n_acc, n_rej = sum(accepted.values()), sum(rejected.values())
     gen_seconds = sum(c.get("seconds", 0.0) for c in chunks)
     return {
@@ -88,6 +116,17 @@ def merge_chunks(chunks: list[dict[str, Any]], wall_seconds: float) -> dict[str,
             if gen_seconds
             else None,
         },
+        "models": {
+            name: {
+                "requests": m["requests"],
+                "failed": m["failed"],
+                "tokens": {"prompt": m["prompt_tokens"], "completion": m["completion_tokens"]},
+            }
+            for name, m in sorted(models.items())
+        },
+        # Summed over chunks; chunks overlap (the next ones generate while one validates and writes), so
+        # the sum can pass the wall time: compare the stages with each other.
+        "time_per_stage": {k: {"seconds": round(v, 3)} for k, v in sorted(stage_seconds.items())},
     }
 
 

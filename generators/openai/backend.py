@@ -185,6 +185,11 @@ class OpenAIBackend:
         """The limiters' current limits, summed over the replicas (requests in flight allowed now)."""
         return self._replicas.concurrency if self._replicas else self.options.initial_concurrency
 
+    @property
+    def in_flight(self) -> int:
+        """Requests on the wire now, summed over the replicas (what `concurrency` bounds)."""
+        return sum(r.in_flight for r in self._replicas.all) if self._replicas else 0
+
     # -- internals: servers and connections -------------------------------------------------------
 
     def _shutdown(self) -> None:

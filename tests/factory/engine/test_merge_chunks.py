@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from dataclasses import dataclass, field
 
 import pytest
@@ -17,6 +18,8 @@ from mmsynth.validators.types import Verdict
 VALIDATORS = ["heuristics", "json_schema"]
 # The stats.json layout the shipped recipes write (docs/recipes.md); a change here changes every run.
 LAYOUT = ["records", "reject_reasons", "requests", "seeds", "tasks", "throughput", "tokens", "validators"]
+# Keys added later (per model, per stage): added only, so readers of the others see the same file.
+ADDED = ["models", "time_per_stage"]
 
 
 @dataclass
@@ -78,7 +81,7 @@ def test_totals_over_chunks():
         ],
         wall_seconds=5.0,
     )
-    assert sorted(stats) == LAYOUT
+    assert sorted(stats) == sorted(LAYOUT + ADDED)
     assert stats["seeds"] == 6
     assert stats["requests"] == {"total": 8, "cached": 4, "sent": 4, "failed": 0}
     assert stats["records"] == {"accepted": 3, "rejected": 5, "total": 8}
@@ -139,5 +142,36 @@ def test_a_validator_that_saw_nothing_is_listed_with_no_pass_rate():
 
 def test_no_chunks_is_an_empty_run():
     stats = merge_chunks([], 0.0)
-    assert sorted(stats) == LAYOUT
+    assert sorted(stats) == sorted(LAYOUT + ADDED)
     assert stats["records"] == {"accepted": 0, "rejected": 0, "total": 0} and stats["validators"] == {}
+
+
+def test_tokens_per_model_and_time_per_stage_add_up_over_chunks_and_old_markers_count_nothing():
+    one, two = ChunkStats(), ChunkStats()
+    one.add_model("vlm", 10, 3, failed=False)
+    one.add_model("vlm", 7, 0, failed=True)
+    one.add_model("judge", 5, 1, failed=False)
+    two.add_model("vlm", 2, 2, failed=False)
+    one.time_per_stage = {"generate": {"seconds": 1.5}, "validate": {"seconds": 0.25}}
+    two.time_per_stage = {"generate": {"seconds": 0.5}, "write": {"seconds": 0.125}}
+    old = chunk(B, seeds=2, requests=3, cached=0, seconds=1.0)  # a marker written before these keys
+    del old["models"], old["time_per_stage"]
+    markers = [json.loads(json.dumps(c.to_dict())) for c in (one, two)] + [old]
+    stats = merge_chunks(markers, 1.0)
+    assert stats["models"] == {
+        "judge": {"requests": 1, "failed": 0, "tokens": {"prompt": 5, "completion": 1}},
+        "vlm": {"requests": 3, "failed": 1, "tokens": {"prompt": 19, "completion": 5}},
+    }
+    assert stats["time_per_stage"] == {
+        "generate": {"seconds": 2.0},
+        "validate": {"seconds": 0.25},
+        "write": {"seconds": 0.125},
+    }
+
+
+def test_add_time_adds_up_per_stage():
+    stats = ChunkStats()
+    stats.add_time("validate", time.monotonic() - 2.0)
+    stats.add_time("validate", time.monotonic() - 1.0)
+    assert list(stats.time_per_stage) == ["validate"]
+    assert stats.time_per_stage["validate"]["seconds"] >= 3.0
