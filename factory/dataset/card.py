@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 from huggingface_hub import DatasetCard
 
+from mmsynth.factory.dataset.pictures import Picture
 from mmsynth.factory.dataset.shards import SPLITS
 from mmsynth.prompts.files import write_atomic
 
@@ -48,10 +49,24 @@ def dataset_configs(run_dir: Path, tasks: list[str]) -> list[dict[str, Any]]:
     return configs
 
 
+def picture_lines(pictures: list[Picture]) -> list[str]:
+    """Markdown that shows the pictures (relative links: the Hub resolves them to the repository's files)."""
+    lines: list[str] = []
+    for p in pictures:
+        lines += [f"![{p.alt}]({p.path})", ""]
+    return lines
+
+
 def write_card(
-    run_dir: Path, recipe_name: str, tasks: list[str], stats: dict[str, Any], lineage: dict[str, Any]
+    run_dir: Path,
+    recipe_name: str,
+    tasks: list[str],
+    stats: dict[str, Any],
+    lineage: dict[str, Any],
+    pictures: list[Picture] | None = None,
 ) -> None:
-    """Write RUN/README.md: the configs of the run's shards, its counts and its lineage."""
+    """Write RUN/README.md: the configs of the run's shards, its counts, its pictures (already written
+    under RUN/, see pictures.py) and its lineage."""
     meta = {
         "configs": dataset_configs(run_dir, tasks),
         "tags": ["synthetic", "mmsynth"],
@@ -67,6 +82,7 @@ def write_card(
         "|---|---|---|",
         *[f"| {t} | {c['accepted']} | {c['rejected']} |" for t, c in stats["tasks"].items()],
         "",
+        *(["## Samples and scores", "", *picture_lines(pictures)] if pictures else []),
         "## Lineage",
         "```json",
         json.dumps(lineage, indent=2, sort_keys=True),

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mmsynth.factory.dataset.card import write_card
+from mmsynth.factory.dataset.pictures import write_pictures
 from mmsynth.factory.dataset.records import candidate_from_row
 from mmsynth.factory.dataset.run_dir import RunDir, write_json_atomic
 from mmsynth.factory.dataset.shards import read_replay_rows, shard_hashes, shard_path
@@ -91,10 +92,14 @@ def _run_open(plan: Plan, run_dir: RunDir, progress: bool, load: Callable[[Plan]
             counter,
             None if total is None else max(total - first * chunk_size, 0),
             len(plan.tasks),
-            outputs_per_seed=sum(t.n for t in plan.tasks),
             enabled=progress,
+            chunk_size=chunk_size,
+            name=recipe.name,
         ):
-            asyncio.run(_run_async(plan, run_dir, cache, seeds, first, counter))
+            try:
+                asyncio.run(_run_async(plan, run_dir, cache, seeds, first, counter))
+            finally:
+                counter.meter.stop()  # the last frame and stats.json's rates: the same elapsed time
     finally:
         cache.close()
         for b in plan.backends.values():
@@ -104,6 +109,8 @@ def _run_open(plan: Plan, run_dir: RunDir, progress: bool, load: Callable[[Plan]
     wall = time.monotonic() - started
     infos = _chunk_infos(run_dir)
     stats = merge_chunks(infos, wall)
+    # This session's per-model rates (the live panel's numbers) sit with the other last-session timings.
+    stats["throughput"]["models"] = counter.meter.model_rates()
     _finish(plan, run_dir, stats)
     return RunResult(run_dir.path, stats, resumed_at=first, session=merge_chunks(infos[first:], wall))
 
@@ -174,7 +181,8 @@ def _finish(plan: Plan, run_dir: RunDir, stats: dict[str, Any]) -> None:
             for name, b in plan.backends.items()
         },
     }
-    write_card(run_dir.path, recipe.name, plan.subsets, stats, lineage)
+    pictures = write_pictures(run_dir.path, plan.subsets, stats)
+    write_card(run_dir.path, recipe.name, plan.subsets, stats, lineage, pictures)
     # Written last: its existence means the run completed. "shards": the content hash of every shard,
     # checked by `mmsynth publish` (a new key: readers of the other keys see the same manifest).
     manifest = {"complete": True, "records": stats["records"], "lineage": lineage, "format": 1}

@@ -14,7 +14,8 @@ from typing import Any
 import datasets
 from datasets.info import DatasetInfosDict
 
-from mmsynth.factory.dataset.card import card_text
+from mmsynth.factory.dataset.card import card_text, picture_lines
+from mmsynth.factory.dataset.pictures import SAMPLES, SCORES, Picture
 
 # Template `task` (front matter) -> Hub task category.
 TASK_CATEGORIES = {
@@ -55,6 +56,7 @@ class CardInputs:
     include_rejects: bool = False
     repo_id: str | None = None
     template_meta: dict[str, dict[str, Any]] | None = None  # ref -> front matter of the run's template copy
+    pictures: tuple[Picture, ...] = ()  # the sample grid and score histograms, published under images/
 
 
 def size_category(n: int) -> str:
@@ -309,6 +311,10 @@ def _quality(c: CardInputs) -> list[str]:
             f"| {v.get('name')} | {v.get('seen', 0)} | {v.get('kept', 0)} | {v.get('rejected', 0)} | "
             f"{'-' if rate is None else f'{rate:.1%}'} |"
         )
+    scores = [p for p in c.pictures if p.path == SCORES]
+    if scores:
+        out += ["", "Scores per validator (kept and rejected records stacked):", ""]
+        out += picture_lines(scores)[:-1]
     reasons = sorted(s.get("reject_reasons", {}).items(), key=lambda kv: (-kv[1], kv[0]))[:10]
     if reasons:
         out += ["", "Top reject reasons:", "", "| reason | records |", "|---|---|"]
@@ -326,6 +332,9 @@ def _quality(c: CardInputs) -> list[str]:
 
 def _examples(c: CardInputs) -> list[str]:
     out = ["## Examples", ""]
+    grid = [p for p in c.pictures if p.path == SAMPLES]
+    if grid:
+        out += picture_lines(grid)
     shown = False
     for sub, rows in c.examples.items():
         for row in rows[:2]:

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 import yaml
 from datasets.table import embed_table_storage
 
+from mmsynth.factory.dataset.pictures import card_pictures
 from mmsynth.factory.dataset.run_dir import RunDir
 from mmsynth.factory.dataset.shards import file_sha256, shard_hashes
 from mmsynth.prompts.errors import MmsynthError
@@ -284,7 +285,8 @@ def plan_publish(run: Path, staging: Path, options: PublishOptions = PublishOpti
     splits: list[SplitShards] = []
     features: dict[str, datasets.Features] = {}
     skipped: dict[str, str] = {}
-    for subset in subset_order(recipe, {s for s, _ in shards}):
+    subsets = subset_order(recipe, {s for s, _ in shards})
+    for subset in subsets:
         published = False
         for split in splits_wanted:
             files = shards.get((subset, split))
@@ -316,6 +318,10 @@ def plan_publish(run: Path, staging: Path, options: PublishOptions = PublishOpti
     gain = {name: run / "gain" / name for name in ("report.md", "report.json", "gain.png")}
     gain = {k: p for k, p in gain.items() if p.exists()}
     ops += [RepoOp.from_file(f"gain/{name}", p) for name, p in gain.items()]
+    # Drawn again from the run's shards (the same drawings as the run folder's, for a run made before
+    # they existed too); a rejected record is shown only when rejected records are published.
+    pictures = card_pictures(run, subsets, stats, include_rejected=options.include_rejects)
+    ops += [RepoOp.from_bytes(p.path, p.data) for p in pictures]
 
     inputs = CardInputs(
         recipe=recipe,
@@ -330,6 +336,7 @@ def plan_publish(run: Path, staging: Path, options: PublishOptions = PublishOpti
         gain_plot="gain/gain.png" if "gain.png" in gain else None,
         include_rejects=options.include_rejects,
         repo_id=options.repo_id,
+        pictures=tuple(pictures),
         template_meta={t.stem: front_matter(t) for t in sorted((run / "templates").glob("*.j2"))},
     )
     card = render_card(inputs)

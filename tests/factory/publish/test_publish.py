@@ -4,6 +4,7 @@ what the data is, incomplete runs are refused, and secrets stay out."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -16,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from huggingface_hub import DatasetCard
+from PIL import Image
 
 from mmsynth.factory.cli.main import main
 from mmsynth.factory.publish.plan import PublishOptions, plan_publish, redact_secrets
@@ -89,14 +91,18 @@ def test_default_publishes_accepted_records_only(quick, tmp_path, capsys):
     out = tmp_path / "hub"
     assert publish(quick, "--repo", "me/quick", "--dry-run", out) == 0
     printed = capsys.readouterr().out
-    assert "qa: not published: no accepted records" in printed
-    assert sorted(p.relative_to(out).as_posix() for p in (out / "data").rglob("*.parquet")) == [
-        "data/captions/train-00000-of-00001.parquet"
-    ]
-    ds = datasets.load_dataset(str(out), name="captions")
-    assert list(ds) == ["train"] and all(ds["train"]["accepted"])
-    with pytest.raises(ValueError):  # qa is not a config: it has no accepted records
-        datasets.load_dataset(str(out), name="qa")
+    stats = json.loads((quick / "stats.json").read_text())["tasks"]
+    kept = sorted(name for name, c in stats.items() if c["accepted"])
+    assert kept, "the teacher's quickstart keeps some records"
+    for name, c in stats.items():
+        if not c["accepted"]:
+            assert f"{name}: not published: no accepted records" in printed
+    published = sorted(p.relative_to(out).as_posix() for p in (out / "data").rglob("*.parquet"))
+    assert published == [f"data/{name}/train-00000-of-00001.parquet" for name in kept]
+    for name in kept:
+        ds = datasets.load_dataset(str(out), name=name)
+        assert list(ds) == ["train"] and all(ds["train"]["accepted"])
+        assert len(ds["train"]) == stats[name]["accepted"]
 
 
 def test_the_dry_run_is_exactly_the_plan_and_is_deterministic(quick, tmp_path):
@@ -164,6 +170,32 @@ def test_card_tells_what_how_and_how_good(quick, tmp_path):
     assert {"gain/gain.png", "gain/report.md", "gain/report.json", "recipe.yaml", "stats.json"} <= {
         op.path_in_repo for op in plan.ops
     }
+
+
+def test_the_card_pictures_are_published_and_linked_from_the_card(quick, tmp_path):
+    stats = json.loads((quick / "stats.json").read_text())
+    scored = any((v.get("score") or {}).get("count") for v in stats["validators"].values())
+    plan = plan_publish(quick, tmp_path / "stage", PublishOptions(repo_id="me/quick"))
+    ops = {op.path_in_repo: op for op in plan.ops}
+    pictures = ["images/samples.png"] + (["images/scores.png"] if scored else [])
+    assert sorted(p for p in ops if p.startswith("images/")) == sorted(pictures)
+    body = DatasetCard(plan.card).text
+    for path in pictures:
+        data = ops[path].read()
+        with Image.open(io.BytesIO(data)) as img:
+            assert img.format == "PNG"
+            img.verify()
+        assert f"]({path})" in body
+        assert (quick / path).exists() and f"]({path})" in (quick / "README.md").read_text()
+    assert plan.ordered()[-1].path_in_repo == "README.md"  # the card goes after the pictures it shows
+    # Rejected records are not published by default, and then the grid shows none: it is not the run
+    # folder's drawing. With --include-rejects it is, byte for byte.
+    assert ops["images/samples.png"].read() != (quick / "images/samples.png").read_bytes()
+    with_rejects = plan_publish(
+        quick, tmp_path / "stage2", PublishOptions(include_rejects=True, repo_id="me/quick")
+    )
+    grid = next(op for op in with_rejects.ops if op.path_in_repo == "images/samples.png")
+    assert grid.read() == (quick / "images/samples.png").read_bytes()
 
 
 def test_incomplete_and_damaged_runs_are_refused(quick, tmp_path, capsys):
