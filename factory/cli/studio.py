@@ -37,8 +37,10 @@ def cmd_studio(args: argparse.Namespace) -> int:
 
     from mmsynth.factory.studio.app import create_app
     from mmsynth.factory.studio.preview import StudioSession
+    from mmsynth.factory.studio.samples import SampleFolders
 
     session = StudioSession(args.recipe, save_dir=args.templates)  # errors: see `main`
+    samples = SampleFolders()  # a temporary folder, removed when the studio stops
     hosts = [*LOOPBACK] if args.host in LOOPBACK else ["*"]
     if args.host not in LOOPBACK:
         print(
@@ -48,8 +50,11 @@ def cmd_studio(args: argparse.Namespace) -> int:
         f"[mmsynth] studio for {session.recipe_path} on http://{args.host}:{args.port}/ (Ctrl-C to stop)",
         flush=True,
     )
+    print(f"[mmsynth] samples you run are kept in {samples.root} while it runs (viewer: /view/)", flush=True)
     try:
-        uvicorn.run(create_app(session, hosts=hosts), host=args.host, port=args.port, log_level="warning")
+        app = create_app(session, hosts=hosts, samples=samples)
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     finally:
         session.close()
+        samples.close()
     return 0

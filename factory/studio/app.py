@@ -31,6 +31,7 @@ from mmsynth.factory.studio.preview import (
     parse_editor_text,
     read_source,
 )
+from mmsynth.factory.studio.samples import COMPARE_A, COMPARE_B, RUN, SampleFolders
 from mmsynth.factory.studio.versions import SaveProposal, propose_version, save_version
 from mmsynth.prompts import ImagePart, ImageRef, PromptTemplate, TemplateError
 
@@ -64,11 +65,36 @@ class SaveIn(BaseModel):
     version: int | None = None  # set on the confirming call: the version the diff was shown for
 
 
-def create_app(session: StudioSession, hosts: Sequence[str] = ("127.0.0.1", "localhost")) -> FastAPI:
-    """The studio app over `session`; the caller closes the session when the server stops."""
+VIEW, VIEW_COMPARE = "/view", "/view-compare"
+
+
+def create_app(
+    session: StudioSession,
+    hosts: Sequence[str] = ("127.0.0.1", "localhost"),
+    samples: SampleFolders | None = None,
+) -> FastAPI:
+    """The studio app over `session`; the caller closes the session when the server stops.
+
+    With `samples`, each Run and Compare writes its records there, and the app serves the viewer over
+    them (at /view/ the last Run, at /view-compare/ the last Compare's A and B), linked from the page.
+    """
     app = FastAPI(title="mmsynth studio", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(hosts))
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    if samples is not None:
+        from mmsynth.factory.viewer.app import create_app as create_viewer
+
+        app.mount(VIEW, create_viewer([samples.path(RUN)], hosts, base=VIEW))
+        app.mount(
+            VIEW_COMPARE,
+            create_viewer([samples.path(COMPARE_A), samples.path(COMPARE_B)], hosts, base=VIEW_COMPARE),
+        )
+
+    def keep(name: str, body: TemplateIn, report: RunReport) -> None:
+        if samples is not None:
+            t = report.template
+            source = body.source.encode("utf-8") if body.source is not None else Path(t.path).read_bytes()
+            samples.write(name, report.records, t.ref, source)
 
     @app.exception_handler(StudioError)
     async def _studio_error(request: Request, exc: StudioError) -> JSONResponse:
@@ -143,16 +169,18 @@ def create_app(session: StudioSession, hosts: Sequence[str] = ("127.0.0.1", "loc
 
     @app.post("/api/run")
     def run(body: TemplateIn) -> dict[str, Any]:
-        return _report(session, session.run(body.task, _template(session, body), body.samples))
+        report = session.run(body.task, _template(session, body), body.samples)
+        keep(RUN, body, report)
+        return {**_report(session, report), "viewer": f"{VIEW}/" if samples is not None else None}
 
     @app.post("/api/compare")
     def compare(body: CompareIn) -> dict[str, Any]:
-        a = _template(session, body.a)
-        b = _template(session, body.b)
-        return {
-            "a": _report(session, session.run(body.task, a, body.samples)),
-            "b": _report(session, session.run(body.task, b, body.samples)),
-        }
+        a = session.run(body.task, _template(session, body.a), body.samples)
+        b = session.run(body.task, _template(session, body.b), body.samples)
+        keep(COMPARE_A, body.a, a)
+        keep(COMPARE_B, body.b, b)
+        viewer = f"{VIEW_COMPARE}/#compare" if samples is not None else None
+        return {"a": _report(session, a), "b": _report(session, b), "viewer": viewer}
 
     @app.post("/api/save")
     def save(body: SaveIn) -> dict[str, Any]:

@@ -82,8 +82,11 @@ def open_run(key: str, path: str | Path) -> Run:
     return Run(key, p, RunIndex(p))
 
 
-def create_app(runs: Sequence[str | Path], hosts: Sequence[str] = ("127.0.0.1", "localhost")) -> FastAPI:
-    """The viewer over one run (or two: run "a" and run "b")."""
+def create_app(
+    runs: Sequence[str | Path], hosts: Sequence[str] = ("127.0.0.1", "localhost"), base: str = ""
+) -> FastAPI:
+    """The viewer over one run (or two: run "a" and run "b"). `base`: the path it is mounted at inside
+    another app (the studio serves it at /view), so that the page asks for its files and API there."""
     if not 1 <= len(runs) <= 2:
         raise RunFolderError("the viewer shows one run, or two to compare")
     by_key = {k: open_run(k, p) for k, p in zip("ab", runs, strict=False)}
@@ -112,7 +115,7 @@ def create_app(runs: Sequence[str | Path], hosts: Sequence[str] = ("127.0.0.1", 
 
     @app.get("/", response_class=HTMLResponse)
     def index() -> str:
-        return PAGES.get_template("index.html").render(runs=[r.path for r in by_key.values()])
+        return PAGES.get_template("index.html").render(runs=[r.path for r in by_key.values()], base=base)
 
     @app.get("/api/runs")
     def runs_() -> list[dict[str, Any]]:

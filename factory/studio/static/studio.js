@@ -166,10 +166,17 @@ function summary(report, withRef) {
   ]);
 }
 
+// A link to the viewer over the samples just run (the app serves it when it keeps them: see samples.py).
+function viewerLink(href, text) {
+  return href ? el("p", {class: "small"}, [el("a", {href: href, target: "_blank", class: "viewer-link", text: text})]) : null;
+}
+
 function showRun(report) {
   const box = $("run-results");
   box.innerHTML = "";
   box.appendChild(summary(report));
+  const link = viewerLink(report.viewer, "Open these samples in the viewer");
+  if (link) box.appendChild(link);
   for (const s of report.samples) {
     box.appendChild(el("div", {class: "sample run-sample"}, [seedCell(s.seed), el("div", {class: "outputs"}, s.outputs.map(outputCell))]));
   }
@@ -207,6 +214,8 @@ async function compare() {
         el("td", {}, s.outputs.map(outputCell)),
         el("td", {}, data.b.samples[i].outputs.map(outputCell))]);
     });
+    const link = viewerLink(data.viewer, "Open A and B side by side in the viewer");
+    if (link) box.appendChild(link);
     box.appendChild(el("table", {class: "compare"}, [el("thead", {}, [head]), el("tbody", {}, rows)]));
     setStatus("compared", false);
   } catch (e) {

@@ -7,6 +7,8 @@ const form = $("filters");
 const FILTERS = ["run", "task", "split", "validator", "verdict", "reason", "score_min", "score_max", "q", "sort", "order"];
 let runs = [];
 const facetCache = {};
+// Where the app is served: "" for `mmsynth view`, "/view" when the studio serves it over its samples.
+const BASE = document.body.dataset.base || "";
 
 function el(tag, attrs, children) {
   const node = document.createElement(tag);
@@ -29,7 +31,7 @@ function setStatus(text, busy) {
 async function api(path, params) {
   const qs = new URLSearchParams();
   for (const [k, v] of Object.entries(params || {})) if (v !== undefined && v !== null && v !== "") qs.set(k, v);
-  const resp = await fetch(path + (qs.toString() ? "?" + qs : ""));
+  const resp = await fetch(BASE + path + (qs.toString() ? "?" + qs : ""));
   const type = resp.headers.get("content-type") || "";
   const data = type.includes("json") ? await resp.json() : await resp.text();
   if (!resp.ok) throw new Error(data.error || data.detail || resp.statusText);
