@@ -20,7 +20,7 @@ def add_sweep_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", type=int, default=3, help="with --ablate: training seeds (default 3)")
     p.add_argument("--steps", type=int, default=200, help="with --ablate: training steps (default 200)")
     p.add_argument("--eval-size", type=int, default=48, help="with --ablate: evaluation examples per task")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    p.add_argument("-q", "--quiet", action="store_true", help="no live view and no progress lines")
     p.set_defaults(func=cmd_sweep)
 
 
@@ -43,6 +43,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                 args.file,
                 args.out,
                 log,
+                live=not args.quiet,
                 baseline=args.baseline,
                 student=args.student,
                 seeds=args.seeds,
@@ -50,7 +51,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                 eval_size=args.eval_size,
             )
         else:
-            report = run_sweep(args.file, args.out, log)
+            report = run_sweep(args.file, args.out, log, live=not args.quiet)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

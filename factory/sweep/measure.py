@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from mmsynth.factory.curate.decontaminate import check_contamination
 from mmsynth.factory.engine.runner import run_recipe
@@ -65,8 +65,24 @@ class VariantRun:
         }
 
 
+class SweepEvents(Protocol):
+    """What the sweep reports as it goes (the live view, factory/sweep/live.py, implements it)."""
+
+    def variant_generated(self, run: VariantRun) -> None: ...
+
+    def rung_started(self, rung: Rung, index: int, total: int, rank_by: str | None) -> None: ...
+
+    def arm_measured(self, rung: Rung, arm: str, trained: int, rank_by: str | None) -> None: ...
+
+    def variants_cut(self, rung: Rung, kept: list[str]) -> None: ...
+
+
 def generate(
-    recipes: dict[str, Path], variants: list[Variant], runs_dir: Path, log: Callable[[str], None]
+    recipes: dict[str, Path],
+    variants: list[Variant],
+    runs_dir: Path,
+    log: Callable[[str], None],
+    events: SweepEvents | None = None,
 ) -> dict[str, VariantRun]:
     """Run (or resume) every variant's recipe; a finished one is not run again."""
     out = {}
@@ -93,6 +109,8 @@ def generate(
             f"[sweep] {v.name} ({v.label()}): {state}, {out[v.name].accepted}/{out[v.name].total} accepted, "
             f"{out[v.name].requests_sent} requests sent, {out[v.name].requests_reused} reused"
         )
+        if events is not None:
+            events.variant_generated(out[v.name])
     return out
 
 
@@ -132,6 +150,7 @@ def measure(
     arms_dir: Path,
     rank: Callable[[Rung, list[str]], list[str]],
     log: Callable[[str], None],
+    events: SweepEvents | None = None,
 ) -> tuple[list[Rung], dict[str, Any]]:
     """Pools for every variant on equal terms, then the rungs; returns them and what the pools hold."""
     splits = load_dataset_examples(baseline)
@@ -188,16 +207,27 @@ def measure(
         h = spec.halving
         plan.append(("proxy", gain_config(spec, student, h.proxy_steps, h.proxy_seeds), h))
     plan.append(("full", gain_config(spec, student, spec.steps, spec.seeds), None))
-    for name, cfg, halving in plan:
+    trained = 0
+    for index, (name, cfg, halving) in enumerate(plan):
         t0 = time.time()
         m = prepare_evaluation(cfg, train, evals)
-        measure_arms(cfg, m, [pools[BASELINE], *(pools[a] for a in alive)], log, arms_dir)
         rung = Rung(name, cfg, list(alive), m)
         rungs.append(rung)
+        if events is not None:
+            events.rung_started(rung, index, len(plan), spec.rank_by)
+        # One arm at a time (the baseline first), so the view can show each arm's gain as it lands.
+        for arm in [BASELINE, *alive]:
+            before = m.trained
+            measure_arms(cfg, m, [pools[arm]], log, arms_dir)
+            trained += m.trained - before
+            if events is not None:
+                events.arm_measured(rung, arm, trained, spec.rank_by)
         log(f"[sweep] rung {name}: {len(alive)} variants, {m.trained} trainings run, {time.time() - t0:.0f}s")
         if halving is not None:
             keep = max(halving.min_keep, math.ceil(len(alive) * halving.keep))
             alive = rank(rung, alive)[:keep]
+            if events is not None:
+                events.variants_cut(rung, alive)
     return rungs, info
 
 
@@ -205,4 +235,4 @@ def write_json(path: Path, value: Any) -> None:
     write_atomic(path, json.dumps(value, indent=2, sort_keys=True, default=str))
 
 
-__all__ = ["BASELINE", "Rung", "VariantRun", "gain_config", "generate", "measure"]
+__all__ = ["BASELINE", "Rung", "SweepEvents", "VariantRun", "gain_config", "generate", "measure"]
