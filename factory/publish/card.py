@@ -39,6 +39,13 @@ SIZE_CATEGORIES = [
     (1_000_000_000, "100M<n<1B"),
 ]
 MARKER = "<!-- card written by mmsynth-publish -->"
+# The tiny models that are trained, not random (generators/tiny/builders.py): what the card says of each.
+TRAINED_TINY = {
+    "tiny:scene-vlm": "a tiny teacher that mmsynth trains offline on rendered shape scenes: good but "
+    "imperfect (its mistakes are its own), and its captions and answers are short templated sentences "
+    "about coloured shapes. This dataset demonstrates the pipeline on checkable data; it is not training "
+    "data for a real model.",
+}
 
 
 @dataclass(frozen=True)
@@ -352,25 +359,36 @@ def _clip(text: str, n: int = 600) -> str:
 
 
 def _limitations(c: CardInputs) -> list[str]:
+    grounding = [
+        v
+        for v in c.recipe.get("validators") or []
+        if isinstance(v, dict) and v.get("type") == "scene_grounding"
+    ]
+    checked = "form (length, charset, truncation, JSON schema, duplicates, and any judge in the recipe)"
+    if grounding:
+        what = "the answers" + (" and the objects a caption names" if grounding[0].get("captions") else "")
+        checked += (
+            f", and `scene_grounding` checked {what} against the scene's exact truth; what no validator "
+            "checks (a caption's other words, which questions were asked) can still be wrong"
+        )
+    else:
+        checked += ", not truth: answers can be wrong and captions can miss or invent details"
     out = [
         "## Known limitations",
         "",
-        "- Every output was written by a model. Validators check form (length, charset, truncation, JSON schema, "
-        "duplicates, and any judge in the recipe), not truth: answers can be wrong and captions can miss or "
-        "invent details.",
+        f"- Every output was written by a model. Validators check {checked}.",
         "- The data inherits the biases and licences of its seed data and of the models that wrote it; check "
         "them before training on it.",
     ]
-    tiny = [
-        m.get("model")
-        for m in c.lineage.get("models", {}).values()
-        if str(m.get("model", "")).startswith("tiny:")
-    ]
-    if tiny:
+    tiny = {str(m.get("model", "")) for m in c.lineage.get("models", {}).values()}
+    random_ = sorted(n for n in tiny if n.startswith("tiny:") and n not in TRAINED_TINY)
+    if random_:
         out.append(
-            f"- Made with random-weight smoke-test models ({', '.join(sorted(set(tiny)))}): the text is gibberish. "
+            f"- Made with random-weight smoke-test models ({', '.join(random_)}): the text is gibberish. "
             "This dataset demonstrates the pipeline; it is not training data."
         )
+    for n in sorted(tiny & set(TRAINED_TINY)):
+        out.append(f"- Made with `{n}`, {TRAINED_TINY[n]}")
     rec = c.stats.get("records", {})
     if rec.get("total") and rec.get("accepted", 0) / rec["total"] < 0.5:
         out.append(

@@ -28,8 +28,9 @@ TOKEN = "hf_TESTtokenThatMustNeverLeak0123456789"
 
 
 @pytest.fixture(scope="module")
-def quick(tmp_path_factory) -> Path:
-    """The shipped quickstart, run once (a subprocess, so its caches stay under the test's temp folder)."""
+def quick(tmp_path_factory, scene_vlm) -> Path:
+    """The shipped quickstart on the teacher, run once (a subprocess, so its caches stay under the test's
+    temp folder; `scene_vlm` has put the teacher in that MMSYNTH_HOME)."""
     base = tmp_path_factory.mktemp("quick")
     env = {
         **os.environ,
@@ -142,31 +143,55 @@ def test_card_tells_what_how_and_how_good(quick, tmp_path):
     plan = plan_publish(run, tmp_path / "stage", PublishOptions(repo_id="me/quick"))
     card = DatasetCard(plan.card)
     meta = card.data.to_dict()
+    # What the card must say is derived from the run itself, so it holds for whatever the teacher kept.
+    stats = json.loads((run / "stats.json").read_text())
+    manifest = json.loads((run / "manifest.json").read_text())
+    kept = {name: c["accepted"] for name, c in stats["tasks"].items() if c["accepted"]}
+    assert kept, "the teacher's quickstart keeps some records"
     assert meta["license"] == "cc-by-4.0"
-    assert meta["size_categories"] == ["n<1K"]
-    assert set(meta["task_categories"]) == {"image-to-text"}  # qa is not published by default
+    assert meta["size_categories"] == ["n<1K"] and sum(kept.values()) < 1000
+    categories = {"captions": "image-to-text", "qa": "visual-question-answering"}
+    assert set(meta["task_categories"]) == {categories[name] for name in kept}  # rejects are not published
     assert "synthetic" in meta["tags"]
     assert meta["configs"] == [
-        {
-            "config_name": "captions",
-            "data_files": [{"split": "train", "path": "data/captions/train-*.parquet"}],
-        }
+        {"config_name": name, "data_files": [{"split": "train", "path": f"data/{name}/train-*.parquet"}]}
+        for name in kept
     ]
-    info = meta["dataset_info"]
-    assert info["config_name"] == "captions" and info["splits"][0]["num_examples"] == 1
-    manifest = json.loads((run / "manifest.json").read_text())
+    infos = meta["dataset_info"] if isinstance(meta["dataset_info"], list) else [meta["dataset_info"]]
+    assert {i["config_name"]: [(s["name"], s["num_examples"]) for s in i["splits"]] for i in infos} == {
+        name: [("train", n)] for name, n in kept.items()
+    }
     body = card.text
+    rec = stats["records"]
+    assert f"{rec['total']} records: {rec['accepted']} accepted and {rec['rejected']} rejected" in body
     for ref, h in manifest["lineage"]["templates"].items():
         tid, version = ref.split("@")
         assert f"| `{tid}` | {version} | `{h}` |" in body
     for m in manifest["lineage"]["models"].values():
         assert f"`{m['model']}` | `{m['revision']}` | {m['backend']}" in body
-    assert '{"max_tokens": 24, "temperature": 0.8}' in body  # sampling per task
-    assert "| heuristics | 144 |" in body and "heuristics: truncated" in body
-    assert body.index("| heuristics |") < body.index("| json_schema |")  # the order they ran in
+    for task in yaml.safe_load(recipe)["tasks"]:  # sampling per task
+        assert f"`{json.dumps(task['sampling'], sort_keys=True)}`" in body
+    order = [v["type"] for v in yaml.safe_load(recipe)["validators"]]
+    for name in order:
+        v = stats["validators"][name]
+        row = f"| {name} | {v['seen']} | {v['kept']} | {v['rejected']} | {v['pass_rate']:.1%} |"
+        assert row in body
+    assert [body.index(f"| {name} |") for name in order] == sorted(
+        body.index(f"| {name} |") for name in order
+    )
+    top_reason, top_n = min(stats["reject_reasons"].items(), key=lambda kv: (-kv[1], kv[0]))
+    assert f"| {top_reason} | {top_n} |" in body
     assert "CIDEr +1.2" in body and "![gain](gain/gain.png)" in body
-    assert "random-weight" in body and "mmsynth run recipe.yaml" in body
-    assert 'datasets.load_dataset("me/quick", name="captions")' in body
+    # The model is a trained teacher and scene_grounding checked truth: the card must not call the text
+    # gibberish, nor claim that nothing checked truth.
+    assert "`tiny:scene-vlm`, a tiny teacher that mmsynth trains offline" in body
+    limits = body[body.index("## Known limitations") : body.index("## How to reproduce")]
+    assert "random-weight" not in limits and "gibberish" not in limits
+    assert "`scene_grounding` checked the answers and the objects a caption names" in limits
+    assert "not truth" not in limits
+    assert "mmsynth run recipe.yaml" in body
+    for name in kept:
+        assert f'datasets.load_dataset("me/quick", name="{name}")' in body
     assert {"gain/gain.png", "gain/report.md", "gain/report.json", "recipe.yaml", "stats.json"} <= {
         op.path_in_repo for op in plan.ops
     }
@@ -208,9 +233,10 @@ def test_incomplete_and_damaged_runs_are_refused(quick, tmp_path, capsys):
 
     run2 = copy_run(quick, tmp_path / "run2")
     (run2 / "data" / "qa" / "rejected-00001.parquet").unlink()
+    recorded = json.loads((run2 / ".mmsynth" / "chunks" / "00001.json").read_text())["rejected"]["qa"]
     assert publish(run2, "--repo", "me/q", "--dry-run", tmp_path / "o2", "--include-rejects") == 2
     assert (
-        "data/qa/rejected-00001.parquet is missing (chunk 1 recorded 16 rejected records)"
+        f"data/qa/rejected-00001.parquet is missing (chunk 1 recorded {recorded} rejected records)"
         in capsys.readouterr().err
     )
 

@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory) -> Path:
+def finished(tmp_path_factory, scene_vlm) -> Path:
     out = tmp_path_factory.mktemp("hashes") / "run"
     assert main(["run", str(REPO / "recipes" / "quickstart.yaml"), "--out", str(out), "-q"]) == 0
     return out
