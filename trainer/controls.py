@@ -28,7 +28,7 @@ REAL_START, SYNTH_START, EVAL_START = 0, 10_000, 20_000
 
 @dataclass
 class ControlConfig:
-    """The control protocol; defaults are what tests/trainer/test_controls.py and bench/gain_controls.py run."""
+    """The control protocol; the defaults are what bench/gain_controls.py runs (the test runs one short seed)."""
 
     real: int = 8
     synthetic: int = 120
