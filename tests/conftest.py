@@ -94,11 +94,13 @@ def scene_vlm() -> Path:
     finds it (the session's MMSYNTH_HOME), so runs of the shipped recipes do not build it again."""
     from mmsynth.generators.model_paths import mmsynth_home, resolve_model_path
 
-    # A developer's own build is copied in, so a rerun does not train again; its marker's build key
-    # is checked as for any cached tiny model, and a stale copy is rebuilt. CI starts without one.
-    mine = Path(_USER_HOME[0]) / "tiny-models" / "scene-vlm" if _USER_HOME and _USER_HOME[0] else None
+    # A developer's own build (their MMSYNTH_HOME, or its default ~/.cache/mmsynth) is copied in, so
+    # a rerun does not train again; its marker's build key is checked as for any cached tiny model,
+    # and a stale copy is rebuilt. A fresh machine has none, and the session builds it.
+    home = Path(_USER_HOME[0]) if _USER_HOME and _USER_HOME[0] else Path.home() / ".cache" / "mmsynth"
+    mine = home / "tiny-models" / "scene-vlm"
     target = mmsynth_home() / "tiny-models" / "scene-vlm"
-    if mine is not None and mine.is_dir() and not target.exists():
+    if mine.is_dir() and not target.exists():
         shutil.copytree(mine, target)
     return Path(resolve_model_path("tiny:scene-vlm"))
 
