@@ -1,4 +1,4 @@
-"""The viewer over a real run: the quickstart (tiny random VLM) run once, its stats from the shards equal
+"""The viewer over a real run: the quickstart (on the trained teacher) run once, its stats from the shards equal
 the engine's stats.json, and every record pages through with its lineage.
 """
 
@@ -20,7 +20,8 @@ REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")
-def quickstart(tmp_path_factory) -> Path:
+def quickstart(tmp_path_factory, scene_vlm) -> Path:
+    """The shipped quickstart, run once on the session's teacher build (`scene_vlm` put it in MMSYNTH_HOME)."""
     out = tmp_path_factory.mktemp("qs") / "run"
     subprocess.run(
         [sys.executable, "-m", "mmsynth.factory.cli.main", "run", str(REPO / "recipes" / "quickstart.yaml"),
@@ -55,7 +56,7 @@ def test_stats_from_the_shards_match_stats_json(quickstart):
             page += 1
         assert len({r["id"] for r in seen}) == engine["records"]["total"]
         rec = c.get(f"/api/records/{seen[-1]['id']}").json()
-        assert (
-            rec["template_saved"] and rec["model"] == "tiny:vlm" and rec["image"].startswith("data:image/png")
-        )
+        models = json.loads((quickstart / "manifest.json").read_text())["lineage"]["models"]
+        assert rec["model"] == models["vlm"]["model"] == "tiny:scene-vlm"
+        assert rec["template_saved"] and rec["image"].startswith("data:image/png")
         assert c.get("/api/template", params={"ref": rec["template_ref"]}).status_code == 200
