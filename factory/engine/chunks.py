@@ -148,6 +148,9 @@ async def run_engine(
     try:
         for index, chunk_seeds in chunked(seeds, plan.recipe.output.chunk_size, first_chunk):
             pending.append(_start_chunk(ctx, index, chunk_seeds))
+            # Let the dispatchers send this chunk before the next one is read and rendered: at the
+            # start of a run that is several chunks of rendering, with nothing on the wire meanwhile.
+            await asyncio.sleep(0)
             while len(pending) > lookahead or (pending and pending[0].runner.done()):
                 await _finish_chunk(plan, run_dir, pending.pop(0), progress)
                 finished += 1

@@ -384,6 +384,8 @@ class OpenAIBackend:
                 outcome = "overload"
                 raise Transient(f"timeout from {replica.url} ({e})") from None
             except TransportFailure as e:
+                # Rested or marked down before the slot is freed, so no waiter is handed this replica.
+                replicas.failed(replica)
                 failure = e
             else:
                 status = reply.status
@@ -408,8 +410,7 @@ class OpenAIBackend:
                 raise Rejected(msg)
         finally:
             replicas.release(replica, epoch, outcome)
-        # The slot is free again; a dead replica is restarted (managed) or rested (given URLs).
-        replicas.failed(replica)
+        # A dead replica is being restarted (managed) or rests (given URLs); the retry goes elsewhere.
         raise Transient(f"connection to {replica.url} failed: {failure}")
 
 
