@@ -97,12 +97,12 @@ def test_owned_folders_are_removed_on_close():
 @pytest.mark.slow
 def test_the_run_tab_links_to_the_viewer_in_chromium(tmp_path):
     """`mmsynth studio` itself: Run on samples, follow the link, the viewer's gallery shows them."""
-    from studio_browser import CHROMIUM, CHROMIUM_ARGS, playwright_or_skip, studio_server
+    from studio_browser import launch_chromium, playwright_or_skip, studio_server
 
     sync_playwright = playwright_or_skip()
     recipe = write_recipe(tmp_path / "r", "tiny:vlm")
     with studio_server(recipe, tmp_path / "studio.log") as url, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        browser = launch_chromium(p)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 900})
             page.set_default_timeout(90_000)

@@ -9,51 +9,18 @@ MMSYNTH_VIEWER_SCREENSHOTS=DIR when set (docs/img for the docs), else to the tes
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
+from studio_browser import launch_chromium, mmsynth_server, playwright_or_skip
 from viewer_runs import write_run
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = Path("/usr/bin/chromium")
-# Without these Chromium waits on network services this closed machine cannot reach.
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
 
 @pytest.fixture
 def sync_playwright():
-    problem = None
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        problem = "playwright is not installed (pip install -e '.[dev]')"
-    if problem is None and not CHROMIUM.exists():
-        problem = f"no {CHROMIUM}: apt-get install -y chromium"
-    if problem is not None:
-        if os.environ.get("CI"):
-            pytest.fail(problem)
-        pytest.skip(problem)
-    return sync_playwright
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return playwright_or_skip()
 
 
 @pytest.fixture
@@ -61,35 +28,8 @@ def server(tmp_path):
     """`mmsynth view A B` on a free port, over two small runs that differ on known seeds."""
     a = write_run(tmp_path / "run-a")
     b = write_run(tmp_path / "run-b", variant="b")
-    port = _free_port()
-    log = open(tmp_path / "view.log", "w")  # noqa: SIM115 - closed below, after the process
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mmsynth.factory.cli.main", "view", str(a), str(b), "--port", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(url + "/api/runs", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                log.flush()
-                pytest.fail(f"mmsynth view did not start:\n{(tmp_path / 'view.log').read_text()}")
-            time.sleep(0.3)
+    with mmsynth_server(["view", a, b], tmp_path / "view.log", "/api/runs") as (url, _):
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 def test_filter_lineage_stats_and_compare_in_chromium(sync_playwright, server, tmp_path):
@@ -101,7 +41,7 @@ def test_filter_lineage_stats_and_compare_in_chromium(sync_playwright, server, t
         page.screenshot(path=str(shots / f"viewer-{name}.png"))
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        browser = launch_chromium(p)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 900})
             page.set_default_timeout(60_000)

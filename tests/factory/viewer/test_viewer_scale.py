@@ -10,27 +10,19 @@ times are printed (run with -s), not asserted.
 from __future__ import annotations
 
 import re
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pyarrow.parquet as pq
 import pytest
+from studio_browser import mmsynth_server
 from viewer_runs import write_big_run
 
 pytestmark = pytest.mark.slow
 
 RECORDS = 100_000
 SHARD_ROWS = 1000
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _memory_mb(pid: int) -> tuple[int, int]:
@@ -56,36 +48,9 @@ def big_run(tmp_path_factory) -> Path:
 def server(big_run, tmp_path_factory):
     if not Path("/proc/self/status").exists():
         pytest.skip("reads peak RSS from /proc (Linux)")
-    port = _free_port()
-    log_path = tmp_path_factory.mktemp("log") / "view.log"
-    log = open(log_path, "w")  # noqa: SIM115 - closed below, after the process
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mmsynth.factory.cli.main", "view", str(big_run), "--port", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                if httpx.get(url + "/static/viewer.css", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                log.flush()
-                pytest.fail(f"mmsynth view did not start:\n{log_path.read_text()}")
-            time.sleep(0.3)
-        yield url, proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+    log = tmp_path_factory.mktemp("log") / "view.log"
+    with mmsynth_server(["view", big_run], log, "/static/viewer.css", timeout=180) as served:
+        yield served
 
 
 def test_paging_sorting_and_search_on_100k_records_without_loading_the_run(server, big_run):
