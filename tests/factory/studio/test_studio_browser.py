@@ -1,8 +1,8 @@
-"""The studio end to end in headless Chromium: `mmsynth studio` serves, a person edits, runs, compares, saves.
+"""The studio end to end in headless Chromium on the trained teacher: `mmsynth studio` serves, a person
+edits, runs, saves, and compares the edit with the version the teacher was trained on.
 
-Uses Debian's chromium through Playwright (never a downloaded browser). Outside CI a machine without
-it skips; under CI=true a missing browser is a failure, like the vLLM tests. With
-MMSYNTH_STUDIO_SCREENSHOTS=DIR the test also writes the README's screenshots there.
+Uses Debian's chromium through Playwright (tests/helpers/studio_browser.py). With
+MMSYNTH_STUDIO_SCREENSHOTS=DIR the test also writes docs/studio.md's screenshots there.
 """
 
 from __future__ import annotations
@@ -10,97 +10,37 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
+from studio_browser import launch_chromium, playwright_or_skip, studio_server
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[3]
-CHROMIUM = Path("/usr/bin/chromium")
-# Without these Chromium waits on network services this closed machine cannot reach.
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+SAMPLES = 8  # seeds per run: 16 captions (n=2), enough for the two versions' pass rates to differ
 
 
 @pytest.fixture
 def sync_playwright():
-    """Playwright's entry point, once the system browser is known to be there (checked before the server starts)."""
-    problem = None
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        problem = "playwright is not installed (pip install -e '.[dev]')"
-    if problem is None and not CHROMIUM.exists():
-        problem = f"no {CHROMIUM}: apt-get install -y chromium"
-    if problem is not None:
-        if os.environ.get("CI"):
-            pytest.fail(problem)
-        pytest.skip(problem)
-    return sync_playwright
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return playwright_or_skip()
 
 
 @pytest.fixture
-def server(tmp_path):
-    """`mmsynth studio` on a free port for a copy of the quickstart (tiny:vlm), so versions save under tmp_path."""
+def server(tmp_path, scene_vlm):
+    """`mmsynth studio` on a free port for a copy of the quickstart (on the teacher, which `scene_vlm` put
+    in the session's MMSYNTH_HOME), so versions save under tmp_path."""
     recipe = tmp_path / "quickstart.yaml"
     shutil.copyfile(REPO / "recipes" / "quickstart.yaml", recipe)
-    port = _free_port()
-    log = open(tmp_path / "studio.log", "w")  # noqa: SIM115 - closed below, after the process
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mmsynth.factory.cli.main",
-            "studio",
-            "--recipe",
-            str(recipe),
-            "--port",
-            str(port),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(url + "/api/tasks", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                log.flush()
-                pytest.fail(f"the studio did not start:\n{(tmp_path / 'studio.log').read_text()}")
-            time.sleep(0.3)
+    with studio_server(recipe, tmp_path / "studio.log") as url:
         yield url, recipe.parent
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+
+
+def pass_rate(text: str) -> tuple[int, int]:
+    """'pass rate 56% (9/16)' -> (9, 16)."""
+    m = re.search(r"pass rate \d+% \((\d+)/(\d+)\)", text)
+    assert m, text
+    return int(m.group(1)), int(m.group(2))
 
 
 def test_edit_preview_run_compare_and_save_in_chromium(sync_playwright, server):
@@ -113,7 +53,7 @@ def test_edit_preview_run_compare_and_save_in_chromium(sync_playwright, server):
             page.screenshot(path=str(Path(shots) / f"studio-{name}.png"))
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        browser = launch_chromium(p)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 900})
             page.set_default_timeout(90_000)
@@ -149,19 +89,22 @@ def test_edit_preview_run_compare_and_save_in_chromium(sync_playwright, server):
             assert page.inner_text("#lint") == "No problems found."
             shot(page, "editor")
 
-            # Run on the samples with the tiny model: outputs next to their verdicts.
+            # Run the edit on more samples with the teacher: outputs next to their verdicts.
+            page.fill("#samples", str(SAMPLES))
             page.click("#run-btn")
             page.wait_for_selector("#run-results .summary")
-            assert page.locator("#run-results .run-sample").count() == 3
+            assert page.locator("#run-results .run-sample").count() == SAMPLES
             outputs = page.locator("#run-results .output")
-            assert outputs.count() == 6  # n=2
-            for k in range(6):  # every output shows its verdicts; a rejected one ends with its reject
+            assert outputs.count() == 2 * SAMPLES  # n=2
+            for k in range(
+                2 * SAMPLES
+            ):  # every output shows its verdicts; a rejected one ends with its reject
                 verdicts = outputs.nth(k).locator(".verdicts li")
                 assert verdicts.count() >= 1
                 rejected = "rejected" in outputs.nth(k).get_attribute("class")
                 assert ("reject" in verdicts.last.get_attribute("class")) == rejected
             kept = page.locator("#run-results .output.accepted").count()
-            assert f"({kept}/6)" in page.inner_text("#run-results .summary")
+            assert pass_rate(page.inner_text("#run-results .summary")) == (kept, 2 * SAMPLES)
             shot(page, "run")
 
             # Save: the diff first, then the file.
@@ -182,21 +125,26 @@ def test_edit_preview_run_compare_and_save_in_chromium(sync_playwright, server):
             assert page.input_value("#editor") == text
             assert page.inner_text("#base-ref") == "caption.short@2"
 
-            # Compare version 1 with an unsaved edit that asks for JSON: same samples, side by side.
-            page.fill(
-                "#editor",
-                text.replace("output_schema: null", "output_schema: {type: object, required: [caption]}"),
-            )
+            # Compare the version the teacher was trained on with the saved edit, on the same samples:
+            # off its training prompt the teacher writes long captions that name things the scene lacks.
             page.click("button[data-tab=compare]")
             page.select_option("#compare-a", "caption.short@1")
-            page.select_option("#compare-b", "")
+            page.select_option("#compare-b", "caption.short@2")
             page.click("#compare-btn")
             page.wait_for_selector("#compare-results table.compare")
-            assert page.locator("#compare-results tbody tr").count() == 3
-            rates = [r.strip() for r in page.locator("#compare-results .pass-rate").all_inner_texts()]
-            assert re.fullmatch(r"pass rate \d+% \(\d/6\)", rates[0])
-            assert rates[1] == "pass rate 0% (0/6)"  # the tiny model cannot write JSON
-            assert page.locator("#compare-results td:nth-child(3) .output.rejected").count() == 6
+            assert page.locator("#compare-results tbody tr").count() == SAMPLES
+            a, b = (pass_rate(r) for r in page.locator("#compare-results .pass-rate").all_inner_texts())
+            print(f"\ncompare on the teacher, {SAMPLES} seeds: caption.short@1 {a}, caption.short@2 {b}")
+            assert a[1] == b[1] == 2 * SAMPLES
+            assert a[0] > b[0], (a, b)  # the template it learned beats the edit
+            for col, kept in ((2, a[0]), (3, b[0])):
+                assert page.locator(f"#compare-results td:nth-child({col}) .output.accepted").count() == kept
+            # The rejected samples say why: B's hallucinations, each naming what the scene has instead.
+            reasons = page.locator("#compare-results td:nth-child(3) .output.rejected .verdicts li.reject")
+            texts = reasons.all_inner_texts()
+            assert len(texts) == 2 * SAMPLES - b[0]
+            hallucinations = [t for t in texts if t.startswith("✗ scene_grounding: hallucination")]
+            assert hallucinations and all("the scene has" in t for t in hallucinations)
             shot(page, "compare")
         finally:
             browser.close()
