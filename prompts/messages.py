@@ -77,7 +77,11 @@ class RenderedPrompt:
         return stable_hash(self.canonical())
 
 
+# The canonical JSON of cache keys and record ids. One encoder for every call (json.dumps with
+# options builds a new one each time; twice per request). Changing an option changes every key.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
 def stable_hash(obj: Any) -> str:
     """sha256 of the canonical JSON of `obj` (sorted keys, no whitespace)."""
-    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()
+    return hashlib.sha256(_CANONICAL.encode(obj).encode()).hexdigest()

@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from jinja2.exceptions import SecurityError, UndefinedError
+from jinja2.runtime import Context
 
 from mmsynth.prompts.errors import TemplateRenderError
 from mmsynth.prompts.media import ImageRef
@@ -61,7 +62,9 @@ def render_template(template: PromptTemplate, variables: Mapping[str, Any]) -> R
         images.append(image)
         return _ImageSlot(f"{_MARK.format(nonce=nonce)}{len(images) - 1}\x00")
 
-    context = _context(template, variables, place)
+    # One Jinja context for every block, as Jinja's own render shares one between a template's blocks
+    # (`{% set %}` inside a block stays in that block); making it costs as much as rendering a block.
+    context = template.jinja.new_context(_context(template, variables, place))
     messages = []
     with render_budget():  # one deadline for the whole prompt
         texts = {r: _render_block(template, r, context) for r in BLOCKS if r in template.jinja.blocks}
@@ -145,11 +148,11 @@ def _holds_image(value: Any, depth: int = 0) -> bool:
     return any(_holds_image(v, depth + 1) for v in value)
 
 
-def _render_block(template: PromptTemplate, role: str, context: dict[str, Any]) -> str:
+def _render_block(template: PromptTemplate, role: str, context: Context) -> str:
     jinja = template.jinja
     try:
         try:
-            return collect_output(jinja.blocks[role](jinja.new_context(context)))
+            return collect_output(jinja.blocks[role](context))
         except Exception:
             # Rewrites the traceback so its frames carry the template file and line.
             ENV.handle_exception()

@@ -10,6 +10,9 @@ from pathlib import Path
 
 from mmsynth.generators.types import Generation
 
+# One encoder for every row: json.dumps with options builds a new one per call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False)
+
 
 class ResponseCache:
     """Maps a request key to the Generation a backend returned for it, with the time it arrived.
@@ -51,7 +54,8 @@ class ResponseCache:
     def put_many(self, items: Iterable[tuple[str, Generation]]) -> float:
         """Store answers in one transaction, all or none; returns the timestamp they were stored with."""
         now = time.time()
-        rows = [(k, json.dumps(g.to_json(), ensure_ascii=False), now) for k, g in items]
+        encode = _ENCODER.encode
+        rows = [(k, encode(g.to_json()), now) for k, g in items]
         if rows:
             with self._db:  # commits, or rolls back when a row fails
                 self._db.execute("BEGIN IMMEDIATE")

@@ -14,6 +14,9 @@ from typing import Any
 
 import aiohttp
 
+# One encoder for every body: json.dumps with options builds a new one per call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False)
+
 
 class TransportTimeout(Exception):
     """The request took longer than its timeout."""
@@ -67,7 +70,7 @@ class Transport:
         return await self._request("GET", url, None, headers, timeout_s)
 
     async def post_json(self, url: str, body: Any, headers: Mapping[str, str] | None = None) -> Reply:
-        data = json.dumps(body, ensure_ascii=False).encode()
+        data = _ENCODER.encode(body).encode()
         headers = {"Content-Type": "application/json", **(headers or {})}
         return await self._request("POST", url, data, headers, None)
 

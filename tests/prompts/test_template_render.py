@@ -21,6 +21,19 @@ def tpl(inputs: str, body: str, extra: str = ""):
     return parse_template(text, "mem/t.j2")
 
 
+def test_a_set_in_one_block_is_not_seen_by_the_next_and_renders_do_not_share_state():
+    # The blocks of one render share a Jinja context (made once per render, not once per block).
+    t = tpl(
+        "{name: text}",
+        "{% block system %}{% set who = 'system' %}{% set ns = namespace(n=1) %}S {{ who }} {{ ns.n }}"
+        "{% endblock %}\n{% block user %}U {{ who is defined }} {{ ns is defined }} {{ name }}{% endblock %}",
+    )
+    first = render_template(t, {"name": "Ada"})
+    again = render_template(t, {"name": "Bo"})
+    assert [m.text for m in first.messages] == ["S system 1", "U False False Ada"]
+    assert [m.text for m in again.messages] == ["S system 1", "U False False Bo"]
+
+
 def test_renders_system_and_user_text_stripped():
     t = tpl(
         "{name: text}",
