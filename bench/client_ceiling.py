@@ -6,6 +6,7 @@ per setting, mmsynth's peak RSS and its run folder's file count; the headline, l
 in flight, >= 0.5 against the instant server).
 
     python bench/client_ceiling.py [--n 10000] [--repeats 1] [--settings 256:1000,1024:1000,64:0]
+    python bench/client_ceiling.py --n 1000000 --settings 64:0 --sides mmsynth   # memory and files only
 
 No model: the server answers every request with a short fixed text built from the prompt.
 """
@@ -162,6 +163,13 @@ def main() -> None:
         default="256:1000,1024:1000,64:0",
         help="comma-separated IN_FLIGHT:DELAY_MS pairs; the headline is 256:1000",
     )
+    ap.add_argument(
+        "--sides",
+        choices=("both", "mmsynth"),
+        default="both",
+        help="mmsynth: only the mmsynth run (peak RSS, files, CPU; no ratio): for 1,000,000-request runs, "
+        "where the plain side's N request bodies alone would take gigabytes",
+    )
     ap.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--delay-ms", type=float, default=0.0, help=argparse.SUPPRESS)
     ap.add_argument("--model", default="", help=argparse.SUPPRESS)
@@ -175,6 +183,7 @@ def main() -> None:
     model.mkdir(parents=True, exist_ok=True)
     (model / "config.json").write_text("{}")
     ideas = write_ideas(work, args.n)
+    plain_side = args.sides == "both"
     bodies = [
         {
             "model": str(model),
@@ -184,7 +193,7 @@ def main() -> None:
             "top_p": 1.0,
             "max_tokens": MAX_TOKENS,
         }
-        for chat in rendered_chats(args.n)
+        for chat in (rendered_chats(args.n) if plain_side else [])
     ]
     settings = [tuple(int(x) for x in s.split(":")) for s in args.settings.split(",")]
     ratios: dict[tuple[int, int], float] = {}
@@ -192,12 +201,15 @@ def main() -> None:
         proc, url = start_server(delay_ms, str(model))
         try:
             # Untimed warm-ups: connections, and mmsynth's one-off imports (datasets, pyarrow, jinja2).
-            asyncio.run(plain_loop(url, bodies[:64], concurrency))
+            if plain_side:
+                asyncio.run(plain_loop(url, bodies[:64], concurrency))
             warm = recipe_for(work / "warm-recipe", write_ideas(work, 64), model, url, concurrency)
             run_mmsynth(warm, work / "warm-run", expect_requests=64)
             a_rates, b_rates, a_cpu, b_cpu, rss, files = [], [], [], [], 0, 0
             for i in range(args.repeats):
                 sides = ["plain", "mmsynth"] if i % 2 == 0 else ["mmsynth", "plain"]
+                if not plain_side:
+                    sides = ["mmsynth"]
                 for side in sides:
                     if side == "plain":
                         c0 = time.process_time()
@@ -212,16 +224,20 @@ def main() -> None:
                         rss = max(rss, peak_rss_kib())
                         files = file_count(out)
                         b_rates.append(args.n / wall)
+                plain = f"plain {a_rates[-1]:.0f} req/s, " if plain_side else ""
                 print(
-                    f"  {concurrency} in flight, {delay_ms} ms: repeat {i}: plain {a_rates[-1]:.0f} req/s, "
-                    f"mmsynth {b_rates[-1]:.0f} req/s",
+                    f"  {concurrency} in flight, {delay_ms} ms: repeat {i}: {plain}mmsynth {b_rates[-1]:.0f} req/s",
                     flush=True,
                 )
         finally:
             proc.terminate()
             proc.wait(10)
-        ratios[(concurrency, delay_ms)] = median(b_rates) / median(a_rates)
         print(f"{concurrency} in flight, server delay {delay_ms} ms, n={args.n}:")
+        if not plain_side:
+            print(f"  mmsynth run: {fmt(b_rates)} req/s, CPU {fmt(b_cpu)} ms/request")
+            print(f"  mmsynth peak RSS {rss / 1024:.0f} MiB, run folder {files} files")
+            continue
+        ratios[(concurrency, delay_ms)] = median(b_rates) / median(a_rates)
         print(f"  plain aiohttp loop: {fmt(a_rates)} req/s, CPU {fmt(a_cpu)} ms/request")
         print(
             f"  mmsynth run:        {fmt(b_rates)} req/s, CPU {fmt(b_cpu)} ms/request "
@@ -230,6 +246,8 @@ def main() -> None:
         print(
             f"  mmsynth peak RSS {rss / 1024:.0f} MiB, run folder {files} files, ratio {ratios[(concurrency, delay_ms)]:.3f}"
         )
+    if not ratios:
+        return
     headline = ratios.get((256, 1000))
     if headline is None:
         headline = next(iter(ratios.values()))
