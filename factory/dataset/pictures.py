@@ -1,11 +1,13 @@
 """The dataset card's pictures, drawn with Pillow from the run folder's shards: a sample grid (a few
-accepted records with their images and outputs, and one rejected record with its reason) and the score
-histograms of the validators that score (kept and rejected records stacked in each bin).
+accepted records with their images and outputs, and one rejected record of the run's most common kind
+of reject, with its reason) and the score histograms of the validators that score (kept and rejected
+records stacked in each bin).
 
 The run folder's README (card.py) and the published card (factory/publish/) link the same drawings.
-Deterministic: the records shown are the first ones in task and shard order, the drawing uses Pillow's
-bundled font, and PNG encoding has no timestamp, so the same run gives the same bytes. Bounded: at most
-`MAX_ACCEPTED` + 1 cells of `CELL_W` x `CELL_H` pixels, and `MAX_HISTOGRAMS` panels.
+Deterministic: the records shown are the first ones (of that kind, for the reject) in task and shard
+order, the drawing uses Pillow's bundled font, and PNG encoding has no timestamp, so the same run gives
+the same bytes. Bounded: at most `MAX_ACCEPTED` + 1 cells of `CELL_W` x `CELL_H` pixels, and
+`MAX_HISTOGRAMS` panels.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import pyarrow.parquet as pq
 
 from mmsynth.prompts.files import write_atomic
 from mmsynth.prompts.media import ImageRef
+from mmsynth.validators import RECORD_REASON_FIELDS, reason_key
 
 SAMPLES = "images/samples.png"
 SCORES = "images/scores.png"
@@ -50,7 +53,8 @@ def card_pictures(
     """The card's pictures of a run: the sample grid (with a rejected record when `include_rejected` and
     there is one) and the score histograms; a picture with nothing to show is left out."""
     out = []
-    rows = pick_samples(run_dir, tasks, include_rejected)
+    # The rejected record shown is one of the run's most common kind of reject, not a stray one.
+    rows = pick_samples(run_dir, tasks, include_rejected, top_reason(stats))
     if rows:
         n_acc = sum(r.get("reject_reason") is None for r in rows)
         what = [f"{n_acc} accepted record{'s' * (n_acc != 1)}"] if n_acc else []
@@ -94,8 +98,11 @@ def _first_rows(files: list[Path], n: int) -> list[dict[str, Any]]:
     return rows
 
 
-def pick_samples(run_dir: Path, tasks: list[str], include_rejected: bool = True) -> list[dict[str, Any]]:
-    """Up to MAX_ACCEPTED accepted rows taken in turn from each task, then the first rejected row."""
+def pick_samples(
+    run_dir: Path, tasks: list[str], include_rejected: bool = True, reason: str | None = None
+) -> list[dict[str, Any]]:
+    """Up to MAX_ACCEPTED accepted rows taken in turn from each task, then one rejected row: the first
+    whose reject reason falls in the group `reason` (as stats.json groups them), else the first one."""
     per_task = {t: _first_rows(_shards(run_dir, t, "train"), MAX_ACCEPTED) for t in tasks}
     rows: list[dict[str, Any]] = []
     for i in range(MAX_ACCEPTED):
@@ -103,12 +110,30 @@ def pick_samples(run_dir: Path, tasks: list[str], include_rejected: bool = True)
             if i < len(per_task[t]) and len(rows) < MAX_ACCEPTED:
                 rows.append(per_task[t][i])
     if include_rejected:
-        for t in tasks:
-            rejected = _first_rows(_shards(run_dir, t, "rejected"), 1)
-            if rejected:
-                rows.append(rejected[0])
-                break
+        files = [f for t in tasks for f in _shards(run_dir, t, "rejected")]
+        row = (_first_with_reason(files, reason) if reason else None) or next(
+            iter(_first_rows(files, 1)), None
+        )
+        if row is not None:
+            rows.append(row)
     return rows
+
+
+def top_reason(stats: dict[str, Any]) -> str | None:
+    """The reject-reason group with the most records in stats.json (ties: the first by name), or None."""
+    reasons = stats.get("reject_reasons") or {}
+    return min(reasons, key=lambda k: (-reasons[k], k)) if reasons else None
+
+
+def _first_with_reason(files: list[Path], group: str) -> dict[str, Any] | None:
+    """The first row of `files` whose reject reason groups as `group`; only that shard's row is decoded."""
+    for f in files:
+        reasons = pq.read_table(f, columns=["reject_reason"]).column(0).to_pylist()
+        i = next((i for i, r in enumerate(reasons) if reason_key(r, RECORD_REASON_FIELDS) == group), None)
+        if i is not None:
+            cols = [c for c in COLUMNS if c in pq.ParquetFile(f).schema_arrow.names]
+            return pq.read_table(f, columns=cols).slice(i, 1).to_pylist()[0]
+    return None
 
 
 def _image_of(row: dict[str, Any]):

@@ -29,7 +29,9 @@ from mmsynth.factory.dataset.pictures import (
     SCORES,
     card_pictures,
     pick_samples,
+    sample_grid,
     score_counts,
+    top_reason,
     write_pictures,
 )
 from mmsynth.factory.engine.stats import ChunkStats, merge_chunks
@@ -86,6 +88,31 @@ def test_the_grid_shows_accepted_records_of_every_task_then_one_rejected(run):
     # The seventh cell (second row, third column) is the rejected record: its frame is drawn in red.
     x, y = 2 * CELL_W + 3, CELL_H + CELL_H // 2
     assert grid.getpixel((x, y)) == ImageColor.getrgb(REJECTED)
+
+
+def test_the_rejected_record_shown_is_of_the_runs_most_common_reject(run):
+    # captions' first rejected shard holds three `judge: low score` rows, then one `heuristics: too short`.
+    assert pick_samples(run, TASKS)[-1]["reject_reason"] == "judge: low score"  # no group: the first
+    short = pick_samples(run, TASKS, reason="heuristics: too short")[-1]
+    assert (short["task"], short["reject_reason"]) == ("captions", "heuristics: too short: 2 < 8 chars")
+    assert short["output"] == "no" and short["image"]["bytes"]  # the whole row, not only its reason
+    bad_json = pick_samples(run, TASKS, reason="json_schema: output is not valid JSON")[-1]
+    assert bad_json["task"] == "qa" and bad_json["reject_reason"].startswith("json_schema:")
+    # A group no record has: the first rejected record, as without one.
+    assert pick_samples(run, TASKS, reason="nothing: like this")[-1]["reject_reason"] == "judge: low score"
+    stats = stats_of(run)
+    assert stats["reject_reasons"]["json_schema: output is not valid JSON"] == 3
+    assert (
+        top_reason(stats)
+        == "judge: low score"
+        == max(stats["reject_reasons"], key=stats["reject_reasons"].get)
+    )
+    assert top_reason({}) is None
+    # card_pictures draws the top group's record: the same grid as picking it by hand.
+    stats["reject_reasons"] = {**stats["reject_reasons"], "heuristics: too short": 9}
+    by_hand = pick_samples(run, TASKS, reason="heuristics: too short")
+    assert card_pictures(run, TASKS, stats)[0].data == sample_grid(by_hand)
+    assert card_pictures(run, TASKS, stats)[0].data != card_pictures(run, TASKS, stats_of(run))[0].data
 
 
 def test_without_rejected_records_the_grid_shows_accepted_ones_only(run):
