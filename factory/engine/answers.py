@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime, timezone
 from typing import Any
 
@@ -57,7 +58,7 @@ def assemble_records(
         sampling=request.sampling.to_dict(),
         sample_seed=request.sampling.seed,
         request_key=request.key,
-        created_at=datetime.fromtimestamp(stamp, timezone.utc).isoformat(),
+        created_at=_created_at(stamp),
     )
     stats.prompt_tokens += gen.prompt_tokens
     stats.completion_tokens += gen.completion_tokens
@@ -116,6 +117,12 @@ def _failure(common: dict[str, Any], key: str, reason: str, **fields: Any) -> Re
         error=reason,
         **base,
     )
+
+
+@functools.lru_cache(maxsize=64)
+def _created_at(stamp: float) -> str:
+    # The answers of one group commit share their stamp: formatted once for all of them.
+    return datetime.fromtimestamp(stamp, timezone.utc).isoformat()
 
 
 def _share(total: int, n: int, i: int) -> int:

@@ -52,7 +52,7 @@ from mmsynth.generators.openai.errors import (
 from mmsynth.generators.openai.images import ImageURLs, encode_image
 from mmsynth.generators.openai.limiter import AIMDLimiter
 from mmsynth.generators.openai.loop import LoopThread, cancel_others
-from mmsynth.generators.openai.options import LaunchOptions, OpenAIOptions, join_url
+from mmsynth.generators.openai.options import LaunchOptions, OpenAIOptions
 from mmsynth.generators.openai.repair import SchemaChecks, repair
 from mmsynth.generators.openai.replicas import Replica, Replicas
 from mmsynth.generators.openai.startup import check_server
@@ -117,6 +117,7 @@ class OpenAIBackend:
         self._replicas: Replicas | None = None  # the last client's, for `concurrency` and the tests
         self._thread: LoopThread | None = None
         self._images = ImageURLs(self.options.image_max_side, self.options.image_format)
+        self._public_urls: dict[str, str] = {}
         self._checks = SchemaChecks()
         self._state_lock = threading.Lock()
         self._loaded = False
@@ -144,6 +145,7 @@ class OpenAIBackend:
             if self._loaded:
                 return
             self._api_key = self._read_api_key()
+            self._public_urls = {}  # scrubbed with this key
             urls = self._start_servers() if self.options.launch else self.options.urls()
             self._urls = urls
             self._thread = LoopThread(f"mmsynth-{self.name}")
@@ -255,6 +257,13 @@ class OpenAIBackend:
     def _scrub(self, text: str) -> str:
         return scrub(text, self._api_key)
 
+    def _public_url(self, url: str) -> str:
+        """`url` scrubbed, as each Generation records it: scrubbed once per replica, not per request."""
+        public = self._public_urls.get(url)
+        if public is None:
+            public = self._public_urls[url] = self._scrub(url)
+        return public
+
     def _client(self, urls: list[str]) -> _Client:
         """Connections and limiters bound to the running loop."""
         opts = self.options
@@ -315,7 +324,7 @@ class OpenAIBackend:
         except Rejected as e:
             self.stats["failed"] += 1
             return Generation.failed(self._scrub(str(e)))
-        gen = to_generation(data, self._scrub(replica.url), attempts)
+        gen = to_generation(data, self._public_url(replica.url), attempts)
         schema = req.output_schema
         if schema is not None and self.options.json_repair_attempts > 0 and gen.outputs:
 
@@ -377,9 +386,7 @@ class OpenAIBackend:
         self.stats["attempts"] += 1
         try:
             try:
-                reply = await client.transport.post_json(
-                    join_url(replica.url, "chat/completions"), body, self._headers()
-                )
+                reply = await client.transport.post_json(replica.chat_url, body, self._headers())
             except TransportTimeout as e:
                 outcome = "overload"
                 raise Transient(f"timeout from {replica.url} ({e})") from None

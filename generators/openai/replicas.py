@@ -12,7 +12,7 @@ from typing import Any
 
 from mmsynth.generators.openai.errors import ServerError
 from mmsynth.generators.openai.limiter import AIMDLimiter
-from mmsynth.generators.openai.options import server_root
+from mmsynth.generators.openai.options import join_url, server_root
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +23,9 @@ class Replica:
     limiter: AIMDLimiter
     down_until: float = 0.0  # monotonic time; a replica whose connection failed rests until then
     down: bool = False  # managed replicas: down until a restart brings them back
+
+    def __post_init__(self) -> None:
+        self.chat_url = join_url(self.url, "chat/completions")  # made once, not per request
 
     @property
     def root(self) -> str:
