@@ -95,6 +95,8 @@ def cmd_make_tiny(args: argparse.Namespace) -> int:
         print(
             f"built the trained tiny scene teacher in {path} (rendered shape scenes only, not a real model)"
         )
+    elif args.kind == "scene-student":
+        print(f"built the tiny scene student in {path} (vision side pretrained, language side random)")
     else:
         print(f"built a random-weight tiny {args.kind} model in {path} (for smoke tests, not a real model)")
     return 0
@@ -157,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = msub.add_parser(
         "make-tiny", help="build a tiny model offline: random weights for smoke tests, or scene-vlm (trained)"
     )
-    t.add_argument("kind", choices=["lm", "vlm", "sd", "scene-vlm"])
+    t.add_argument("kind", choices=["lm", "vlm", "sd", "scene-vlm", "scene-student"])
     t.add_argument("dir")
     t.add_argument("--seed", type=int, default=0)
     t.set_defaults(func=cmd_make_tiny)

@@ -10,7 +10,9 @@ weights are random: outputs are gibberish. They are for smoke tests and CI, neve
     make_tiny("clip", dir) CLIPModel + CLIPProcessor, 64 px images, 32-dim embeddings (image-text scores)
 
 One kind is trained rather than random: make_tiny("scene-vlm", dir) is the vlm architecture taught to
-caption and question rendered shape scenes (scene_vlm.py; about two minutes on two CPU cores).
+caption and question rendered shape scenes (scene_vlm.py; about two minutes on two CPU cores), and
+make_tiny("scene-student", dir) is its student: the same architecture with only the vision side
+pretrained and the language side random (scene_student.py; seconds).
 
 head_dim is 32 because vLLM's CPU attention kernels reject 16. Weights are float32 and configs keep
 standard values so a real vLLM CPU server can serve the lm and vlm folders.
@@ -40,7 +42,7 @@ from mmsynth.generators.tiny.tokenizers import (  # noqa: F401  (re-exported: pa
 
 FORMAT_VERSION = 1
 MARKER = "mmsynth_tiny.json"
-KINDS = ("lm", "vlm", "sd", "clip", "scene-vlm")
+KINDS = ("lm", "vlm", "sd", "clip", "scene-vlm", "scene-student")
 
 IMAGE_SIZE = 64  # px, vlm and sd
 VLM_PATCH = 8  # 8x8 patches of 8 px ...
@@ -49,7 +51,7 @@ VLM_IMAGE_SEQ_LEN = (IMAGE_SIZE // VLM_PATCH) ** 2 // VLM_SCALE_FACTOR**2
 
 
 def make_tiny(kind: str, out_dir: str | Path, seed: int = 0) -> Path:
-    """Build the tiny `kind` model ("lm", "vlm", "sd", "clip" or "scene-vlm") into `out_dir`; return that folder.
+    """Build the tiny `kind` model (one of KINDS) into `out_dir`; return that folder.
 
     Returns at once when `out_dir` already holds a complete build of the same kind, format version and
     seed. The build goes into a temporary sibling folder that is renamed into place once its marker
@@ -124,6 +126,10 @@ def _build_key(kind: str, seed: int) -> str | None:
         from mmsynth.generators.tiny.scene_vlm import build_key
 
         return build_key(seed=seed)
+    if kind == "scene-student":
+        from mmsynth.generators.tiny import scene_student
+
+        return scene_student.build_key(seed=seed)
     return None
 
 
@@ -384,8 +390,15 @@ def _build_scene_vlm(out: Path, seed: int) -> None:
     build_scene_vlm(out, seed)
 
 
+def _build_scene_student(out: Path, seed: int) -> None:
+    from mmsynth.generators.tiny.scene_student import build_scene_student
+
+    build_scene_student(out, seed)
+
+
 _TRAINED_NOTES = {
     "scene-vlm": "trained on rendered shape scenes by mmsynth.generators.tiny.scene_vlm; a tiny teacher, not a real model",
+    "scene-student": "vision side pretrained on rendered shape scenes by mmsynth.generators.tiny.scene_student, language side random; a tiny student",
 }
 _BUILDERS = {
     "lm": _build_lm,
@@ -393,4 +406,5 @@ _BUILDERS = {
     "sd": _build_sd,
     "clip": _build_clip,
     "scene-vlm": _build_scene_vlm,
+    "scene-student": _build_scene_student,
 }

@@ -241,11 +241,12 @@ def _cell_head(config: SceneVLMConfig):
     return torch.nn.Linear(config.text_hidden, AUX_CLASSES + 9)
 
 
-def _pretrain_vision(model, config: SceneVLMConfig, log) -> None:
+def _pretrain_vision(model, config: SceneVLMConfig, log, start: int = sd.VISION_START) -> None:
     """Stage 1: the vision tower and connector learn to say, in each image token, what its grid cell
     holds (size, colour, shape, or empty) and which cell it is, through a linear head dropped after.
     From scratch the language loss alone barely reaches the vision tower at this budget; a direct
-    per-cell target teaches it to see in seconds, as a pretrained encoder would have been taught."""
+    per-cell target teaches it to see in seconds, as a pretrained encoder would have been taught.
+    Scenes are drawn from index `start` on (the student's builder passes its own range)."""
     import numpy as np
     import torch
 
@@ -253,7 +254,7 @@ def _pretrain_vision(model, config: SceneVLMConfig, log) -> None:
     cells = torch.arange(9).repeat(config.vision_batch)
     params = [*model.model.vision_model.parameters(), *model.model.connector.parameters(), *head.parameters()]
     opt = torch.optim.AdamW(params, lr=config.vision_lr, betas=(0.9, 0.98), weight_decay=0.0)
-    index = sd.VISION_START
+    index = start
     for step in range(config.vision_steps):
         scenes = [sd.training_scene(index + j, config.max_objects) for j in range(config.vision_batch)]
         index += config.vision_batch
