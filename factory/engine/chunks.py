@@ -293,14 +293,18 @@ async def _finish_chunk(plan: Plan, run_dir: RunDir, work: ChunkWork, progress: 
     records = work.records
     work.stats.count(records, [v.name for v in plan.validators])
     written = time.monotonic()
+    # One pass sorts the records into their shards (`accepted` is worked out from the verdicts each time).
+    shards: dict[tuple[str, bool], list[Record]] = defaultdict(list)
+    for r in records:
+        shards[(r.task, r.accepted)].append(r)
     for subset in plan.subsets:
         for split in SPLITS:
-            rows = [r for r in records if r.task == subset and r.accepted == (split == "train")]
+            rows = shards.get((subset, split == "train"))
             if rows:
                 write_shard(shard_path(run_dir.path, subset, split, work.index), rows)
     work.stats.add_time("write", written)
     work.stats.seconds = round(time.monotonic() - work.started, 4)
     write_json_atomic(run_dir.chunk_marker(work.index), work.stats.to_dict())
-    acc = sum(r.accepted for r in records)
+    acc = sum(len(rows) for (_, accepted), rows in shards.items() if accepted)
     progress.meter.add_records(records)
     progress.bump(accepted=acc, rejected=len(records) - acc, chunks_done=1, failed=work.stats.requests_failed)
