@@ -58,7 +58,8 @@ def card_pictures(
     if rows:
         n_acc = sum(r.get("reject_reason") is None for r in rows)
         what = [f"{n_acc} accepted record{'s' * (n_acc != 1)}"] if n_acc else []
-        what += ["a rejected one with its reason"] if n_acc < len(rows) else []
+        if n_acc < len(rows):
+            what.append(f"a rejected one ({reason_key(rows[-1]['reject_reason'], RECORD_REASON_FIELDS)})")
         alt = f"Samples: {' and '.join(what)}, with their images and outputs"
         out.append(Picture(SAMPLES, alt, sample_grid(rows)))
     scores = score_histograms(run_dir, tasks, stats)

@@ -81,7 +81,9 @@ def test_the_grid_shows_accepted_records_of_every_task_then_one_rejected(run):
     assert rows[-1]["reject_reason"]  # the rejected one comes with its reason
     samples, scores = card_pictures(run, TASKS, stats_of(run))
     assert (samples.path, scores.path) == (SAMPLES, SCORES)
-    assert samples.alt.startswith(f"Samples: {MAX_ACCEPTED} accepted records and a rejected one")
+    assert samples.alt.startswith(
+        f"Samples: {MAX_ACCEPTED} accepted records and a rejected one (judge: low score)"
+    )
     grid = png(samples.data)
     assert grid.size == (GRID_COLUMNS * CELL_W, 2 * CELL_H)  # bounded: two rows of four cells at most
     assert len(samples.data) < 1_000_000 and len(scores.data) < 200_000
