@@ -38,6 +38,7 @@ from mmsynth.factory.engine.stats import ChunkStats
 from mmsynth.factory.engine.validate import validate_records
 from mmsynth.factory.seeds.base import Seed
 from mmsynth.generators.types import GenerationRequest
+from mmsynth.prompts.sandbox import fixed_limits
 
 
 @dataclass
@@ -187,11 +188,12 @@ def _start_chunk(ctx: _Context, index: int, seeds: list[Seed]) -> ChunkWork:
     work.stats.seeds = len(seeds)
     roots = [t for t in plan.tasks if t.source is None]
     mixture = plan.recipe.mixture
-    for seed in seeds:
-        for task in roots:
-            if mixture and task.name in mixture and mixture_task(seed.index, mixture) != task.name:
-                continue
-            work.items.append(_make_item(plan, seed, task))
+    with fixed_limits():  # the template limits read once for the chunk, not once per render
+        for seed in seeds:
+            for task in roots:
+                if mixture and task.name in mixture and mixture_task(seed.index, mixture) != task.name:
+                    continue
+                work.items.append(_make_item(plan, seed, task))
     _submit(ctx, work, work.items)
     work.runner = asyncio.create_task(_run_stages(ctx, work))
     return work
@@ -267,13 +269,14 @@ async def _run_stages(ctx: _Context, work: ChunkWork) -> None:
         work.records.extend(records)
         nxt = [t for t in plan.tasks if t.level == stage + 1]
         if nxt:
-            new = [
-                _make_item(plan, s, t)
-                for t in nxt
-                for r in records
-                if r.task == t.source and r.accepted
-                for s in derived_seeds(t, r, seed_of[r.id])
-            ]
+            with fixed_limits():
+                new = [
+                    _make_item(plan, s, t)
+                    for t in nxt
+                    for r in records
+                    if r.task == t.source and r.accepted
+                    for s in derived_seeds(t, r, seed_of[r.id])
+                ]
             work.items.extend(new)
             _submit(ctx, work, new)
     if plan.recipe.documents:

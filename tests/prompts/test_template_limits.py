@@ -125,6 +125,21 @@ def test_limits_are_configurable_and_bad_values_are_named(monkeypatch):
         render_template(t, {})
 
 
+def test_fixed_limits_are_read_once_for_the_block_and_each_render_still_checks_them(monkeypatch):
+    from mmsynth.prompts.sandbox import fixed_limits
+
+    t = parse_template(source("{{ 'x' * 200000 }}"), "mem/hostile.j2")
+    monkeypatch.setenv("MMSYNTH_TEMPLATE_MAX_CHARS", "300000")
+    with fixed_limits() as lim:
+        monkeypatch.setenv("MMSYNTH_TEMPLATE_MAX_CHARS", "1000")  # not seen inside the block
+        assert lim.max_chars == 300000
+        assert render_template(t, {}).messages[0].parts[0].text == "x" * 200000
+    with pytest.raises(TemplateRenderError, match="over a template limit"):
+        render_template(t, {})  # after it: the environment again
+    with fixed_limits(), pytest.raises(TemplateRenderError, match="over a template limit"):
+        render_template(t, {})  # the fixed limits are limits too
+
+
 def test_defaults_are_documented_values(monkeypatch):
     from mmsynth.prompts.sandbox import limits
 
