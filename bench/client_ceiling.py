@@ -180,6 +180,9 @@ def main() -> None:
 
     work = CACHE_DIR / "client_ceiling"
     model = work / "model"  # a local folder: its content hash is the revision, no hub look-up
+    # Recipes and run folders per N: a long run (--n 1000000 --sides mmsynth) left going in the
+    # background must not have its folder deleted by a short run started meanwhile.
+    own = work / f"n{args.n}"
     model.mkdir(parents=True, exist_ok=True)
     (model / "config.json").write_text("{}")
     ideas = write_ideas(work, args.n)
@@ -203,8 +206,8 @@ def main() -> None:
             # Untimed warm-ups: connections, and mmsynth's one-off imports (datasets, pyarrow, jinja2).
             if plain_side:
                 asyncio.run(plain_loop(url, bodies[:64], concurrency))
-            warm = recipe_for(work / "warm-recipe", write_ideas(work, 64), model, url, concurrency)
-            run_mmsynth(warm, work / "warm-run", expect_requests=64)
+            warm = recipe_for(own / "warm-recipe", write_ideas(work, 64), model, url, concurrency)
+            run_mmsynth(warm, own / "warm-run", expect_requests=64)
             a_rates, b_rates, a_cpu, b_cpu, rss, files = [], [], [], [], 0, 0
             for i in range(args.repeats):
                 sides = ["plain", "mmsynth"] if i % 2 == 0 else ["mmsynth", "plain"]
@@ -216,8 +219,8 @@ def main() -> None:
                         a_rates.append(args.n / asyncio.run(plain_loop(url, bodies, concurrency)))
                         a_cpu.append(1000 * (time.process_time() - c0) / args.n)
                     else:
-                        recipe = recipe_for(work / "recipe", ideas, model, url, concurrency)
-                        out = work / f"run-{concurrency}-{delay_ms}"
+                        recipe = recipe_for(own / "recipe", ideas, model, url, concurrency)
+                        out = own / f"run-{concurrency}-{delay_ms}"
                         reset_peak_rss()
                         wall, cpu, _ = run_mmsynth(recipe, out, expect_requests=args.n)
                         b_cpu.append(1000 * cpu / args.n)
