@@ -124,11 +124,13 @@ async def plain_loop(url: str, bodies: list[dict], concurrency: int) -> float:
 # -- (b) mmsynth run ---------------------------------------------------------------------------------
 
 
-def recipe_for(folder: Path, ideas: Path, model: Path, url: str, concurrency: int) -> Path:
+def recipe_for(
+    folder: Path, ideas: Path, model: Path, url: str, concurrency: int, seed_ids: bool = True
+) -> Path:
     # initial_concurrency = the cap: this measures the client's ceiling, not slow start's ramp.
     text = f"""\
 name: bench-client-ceiling
-seeds: {{type: jsonl, path: {json.dumps(str(ideas))}, id_field: id}}
+seeds: {{type: jsonl, path: {json.dumps(str(ideas))}{", id_field: id" if seed_ids else ""}}}
 models:
   lm:
     backend: vllm-server
@@ -170,6 +172,12 @@ def main() -> None:
         help="mmsynth: only the mmsynth run (peak RSS, files, CPU; no ratio): for 1,000,000-request runs, "
         "where the plain side's N request bodies alone would take gigabytes",
     )
+    ap.add_argument(
+        "--no-seed-ids",
+        action="store_true",
+        help="seeds without id_field (content ids): the jsonl reader then keeps no map of the ids seen, "
+        "which grows with the run; separates that map from the rest in the memory runs",
+    )
     ap.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--delay-ms", type=float, default=0.0, help=argparse.SUPPRESS)
     ap.add_argument("--model", default="", help=argparse.SUPPRESS)
@@ -182,7 +190,8 @@ def main() -> None:
     model = work / "model"  # a local folder: its content hash is the revision, no hub look-up
     # Recipes and run folders per N: a long run (--n 1000000 --sides mmsynth) left going in the
     # background must not have its folder deleted by a short run started meanwhile.
-    own = work / f"n{args.n}"
+    seed_ids = not args.no_seed_ids
+    own = work / (f"n{args.n}" if seed_ids else f"n{args.n}-no-seed-ids")
     model.mkdir(parents=True, exist_ok=True)
     (model / "config.json").write_text("{}")
     ideas = write_ideas(work, args.n)
@@ -206,7 +215,7 @@ def main() -> None:
             # Untimed warm-ups: connections, and mmsynth's one-off imports (datasets, pyarrow, jinja2).
             if plain_side:
                 asyncio.run(plain_loop(url, bodies[:64], concurrency))
-            warm = recipe_for(own / "warm-recipe", write_ideas(work, 64), model, url, concurrency)
+            warm = recipe_for(own / "warm-recipe", write_ideas(work, 64), model, url, concurrency, seed_ids)
             run_mmsynth(warm, own / "warm-run", expect_requests=64)
             a_rates, b_rates, a_cpu, b_cpu, rss, files = [], [], [], [], 0, 0
             for i in range(args.repeats):
@@ -219,7 +228,7 @@ def main() -> None:
                         a_rates.append(args.n / asyncio.run(plain_loop(url, bodies, concurrency)))
                         a_cpu.append(1000 * (time.process_time() - c0) / args.n)
                     else:
-                        recipe = recipe_for(own / "recipe", ideas, model, url, concurrency)
+                        recipe = recipe_for(own / "recipe", ideas, model, url, concurrency, seed_ids)
                         out = own / f"run-{concurrency}-{delay_ms}"
                         reset_peak_rss()
                         wall, cpu, _ = run_mmsynth(recipe, out, expect_requests=args.n)
