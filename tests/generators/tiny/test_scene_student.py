@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from mmsynth.factory.cli.main import main
 from mmsynth.generators.tiny import scene_data as sd
 from mmsynth.generators.tiny import scene_student, scene_vlm
 from mmsynth.generators.tiny.builders import MARKER, make_tiny
@@ -36,6 +37,7 @@ def test_builds_loads_and_only_the_vision_side_is_trained(tmp_path):
     assert marker["kind"] == "scene-student"
     assert marker["build_key"] == scene_student.build_key()
     assert make_tiny("scene-student", folder) == folder  # a complete build is reused
+    assert main(["models", "make-tiny", "scene-student", str(folder)]) == 0  # the CLI kind, reused too
 
     processor = AutoProcessor.from_pretrained(folder)
     model = AutoModelForImageTextToText.from_pretrained(folder)
