@@ -69,10 +69,20 @@ def stable(report: dict) -> dict:
 
 
 @pytest.mark.slow
-def test_one_cache_and_no_training_twice(tmp_path, tiny_vlm, monkeypatch):
+def test_one_cache_and_no_training_twice(tmp_path, tiny_vlm, monkeypatch, capsys):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+    monkeypatch.setenv("TTY_COMPATIBLE", "0")  # not a terminal: the live view writes plain lines
     spec = write(tmp_path / "a")
-    first = run_sweep(spec, tmp_path / "a" / "out", log=lambda m: None)
+    first = run_sweep(spec, tmp_path / "a" / "out", log=lambda m: None, live=True)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("[sweep] variants 0/2 generated | generating")
+    assert any(
+        line.startswith("[sweep] variants 2/2 generated | rung full (1 of 1): 0/3 arms") for line in lines
+    )
+    # The last line names the winner the report names, with its interval on the ranking task.
+    assert lines[-1].startswith("[sweep] variants 2/2 generated | rung full (1 of 1): 3/3 arms measured")
+    assert f"best: {first['best']} (" in lines[-1] and " on caption@0, ahead of " in lines[-1]
     by_name = {v["variant"]: v for v in first["variants"]}
     assert by_name["v00"]["requests_sent"] == 12 and by_name["v00"]["requests_reused"] == 0
     # A validator-only change reads every answer from the shared cache.
