@@ -2,14 +2,15 @@
 
 (a) naive: each variant generated from scratch (its own response cache) and measured on its own
     (its own baseline arm, every variant at full budget), as a hand-written loop of
-    `mmsynth run` + `mmsynth gain` would;
+    `mmsynth run` + `mmsynth gain` would; with the same number of synthetic examples per pool as (b)
+    (the fewest any variant has), so both measure the same thing and only the way differs;
 (b) `mmsynth sweep`: one response cache (a validator-only change sends nothing), one baseline arm,
     successive halving (all variants on a cheap rung, the top half in full).
 Both must pick the same winner. Headline last:
 
     sweep ratio=<wall time a / wall time b>
 
-    python bench/sweep.py [--steps 200] [--seeds 2]
+    python bench/sweep.py [--steps 200] [--seeds 2] [--count 64] [--student tiny:vlm]
 """
 
 from __future__ import annotations
@@ -33,7 +34,15 @@ AXES = {
 }
 
 
-def sweep_file(folder: Path, steps: int, seeds: int, halving: bool, count: int) -> Path:
+def sweep_file(
+    folder: Path,
+    steps: int,
+    seeds: int,
+    halving: bool,
+    count: int,
+    synthetic: int | None = None,
+    student: str = "tiny:vlm",
+) -> Path:
     recipe = yaml.safe_load((ROOT / "recipes" / "proving-ground.yaml").read_text())
     recipe["seeds"]["count"] = count
     recipe["tasks"] = [t for t in recipe["tasks"] if t["name"] == "captions"]
@@ -42,7 +51,7 @@ def sweep_file(folder: Path, steps: int, seeds: int, halving: bool, count: int) 
         "recipe": "recipe.yaml",
         "axes": AXES,
         "baseline": {"scenes": {"train": "0:8", "test": "20000:32", "seed": 0, "max_objects": 2}},
-        "student": "tiny:vlm",
+        "student": student,
         "tasks": ["caption"],
         "synthetic_tasks": ["captions"],
         "mode": "add",
@@ -50,6 +59,8 @@ def sweep_file(folder: Path, steps: int, seeds: int, halving: bool, count: int) 
         "steps": steps,
         "eval_size": 32,
     }
+    if synthetic is not None:
+        spec["synthetic"] = synthetic
     if halving:
         spec["halving"] = {"proxy_steps": max(1, steps // 4), "proxy_seeds": 1, "keep": 0.5}
     path = folder / "sweep.yaml"
@@ -57,14 +68,16 @@ def sweep_file(folder: Path, steps: int, seeds: int, halving: bool, count: int) 
     return path
 
 
-def naive(folder: Path, steps: int, seeds: int, count: int) -> tuple[float, str]:
+def naive(
+    folder: Path, steps: int, seeds: int, count: int, synthetic: int, student: str
+) -> tuple[float, str]:
     """Each variant on its own: its own cache, its own baseline arm, full budget; returns (seconds, winner)."""
     from mmsynth.factory.sweep.runner import run_sweep
     from mmsynth.factory.sweep.spec import load_sweep
     from mmsynth.factory.sweep.variants import expand
 
     t0 = time.perf_counter()
-    base = sweep_file(folder, steps, seeds, False, count)
+    base = sweep_file(folder, steps, seeds, False, count, synthetic, student)
     spec, _, _ = load_sweep(base)
     results = {}
     for v in expand(spec):
@@ -78,16 +91,23 @@ def naive(folder: Path, steps: int, seeds: int, count: int) -> tuple[float, str]
         (row,) = report["variants"]
         gain = next(g for g in row["gains"] if g["shots"] == 0)
         results[v.name] = gain["gain"]
+        print(
+            f"naive {v.name} ({v.label()}): gain {gain['gain']:+.3f} [{gain['lo']:+.3f}, {gain['hi']:+.3f}]",
+            flush=True,
+        )
     best = max(results, key=lambda n: (results[n], -list(results).index(n)))
     return time.perf_counter() - t0, best
 
 
-def by_mmsynth(folder: Path, steps: int, seeds: int, count: int) -> tuple[float, str, dict]:
+def by_mmsynth(folder: Path, steps: int, seeds: int, count: int, student: str) -> tuple[float, str, dict]:
     from mmsynth.factory.sweep.runner import run_sweep
 
     t0 = time.perf_counter()
-    report = run_sweep(sweep_file(folder, steps, seeds, True, count), folder / "out", log=lambda m: None)
-    return time.perf_counter() - t0, report["best"], report
+    spec = sweep_file(folder, steps, seeds, True, count, student=student)
+    report = run_sweep(spec, folder / "out", log=lambda m: None)
+    seconds = time.perf_counter() - t0
+    print((folder / "out" / "report.md").read_text(), flush=True)
+    return seconds, report["best"], report
 
 
 def main() -> int:
@@ -95,6 +115,7 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--count", type=int, default=64, help="scenes per variant")
+    ap.add_argument("--student", default="tiny:vlm", help="the student both sides train")
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
@@ -107,12 +128,16 @@ def main() -> int:
         from mmsynth.generators.model_paths import resolve_model_path
 
         resolve_model_path("tiny:scene-vlm")  # build the teacher once, outside both timings
-        resolve_model_path("tiny:vlm")
-        tb, best_b, report = by_mmsynth(b_dir, args.steps, args.seeds, args.count)
-        ta, best_a = naive(a_dir, args.steps, args.seeds, args.count)
+        resolve_model_path(args.student)
+        tb, best_b, report = by_mmsynth(b_dir, args.steps, args.seeds, args.count, args.student)
+        synthetic = report["pools"]["synthetic_per_pool"]
+        ta, best_a = naive(a_dir, args.steps, args.seeds, args.count, synthetic, args.student)
     same = best_a == best_b
     print(f"naive: {ta:.1f} s, winner {best_a}")
     print(f"mmsynth sweep: {tb:.1f} s, winner {best_b}; trainings per rung {report['trainings']}")
+    print(
+        f"settings: steps {args.steps}, seeds {args.seeds}, {args.count} scenes per variant, student {args.student}"
+    )
     print(f"same winner: {same}")
     print(f"sweep ratio={ta / tb:.2f}")
     return 0 if same else 1
