@@ -89,6 +89,13 @@ def tiny_clip(tiny_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def scene_student(tiny_dir) -> Path:
+    """`tiny:scene-student`: the tiny Idefics3 with a pretrained vision side and a random language side
+    (about 10 s to build), the student that learns from scene data within a test's budget."""
+    return _tiny("scene-student", tiny_dir)
+
+
+@pytest.fixture(scope="session")
 def scene_vlm() -> Path:
     """The trained teacher `tiny:scene-vlm`, built once per session where every recipe in the session
     finds it (the session's MMSYNTH_HOME), so runs of the shipped recipes do not build it again."""
