@@ -22,12 +22,8 @@ import pytest
 import yaml
 
 from mmsynth.factory.sweep.runner import run_ablation, run_sweep
-from mmsynth.generators.tiny.builders import KINDS
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif("scene-student" not in KINDS, reason="needs tiny:scene-student (issue 14)"),
-]
+pytestmark = pytest.mark.slow
 
 
 def recipe(temperature: float, validators: str) -> str:
