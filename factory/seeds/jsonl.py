@@ -5,7 +5,8 @@ and the reason, never as a crash that every rerun repeats on the same line: a li
 limit (MMSYNTH_SEED_MAX_LINE_BYTES, default 16 MiB; never held whole), invalid UTF-8 or JSON,
 nesting deeper than MAX_DEPTH (a deep line raised RecursionError), an integer over Python's digit
 limit, NaN/Infinity (the output would be non-standard JSON), and a repeated `id_field` value (the
-first line keeps the id; the ids seen are kept in memory, one string per seed).
+first line keeps the id; the ids seen are kept as a 64-bit hash, the first line and its byte offset,
+about 32 bytes a seed (id_index.IdIndex); a hash match re-reads the earlier line to compare the ids).
 """
 
 from __future__ import annotations
@@ -68,6 +69,35 @@ def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
     return jsonl_lines(path, max_line_bytes())
 
 
+def _lines_at(path: Path) -> Iterator[tuple[int, int, bytes]]:
+    """jsonl_lines (same lines, same TOO_LONG) with each line's byte offset: (line, offset, raw)."""
+    max_bytes = max_line_bytes()
+    with path.open("rb") as f:
+        lineno = 0
+        while True:
+            offset = f.tell()
+            if not (raw := f.readline(max_bytes + 1)):
+                return
+            lineno += 1
+            if len(raw) > max_bytes and not raw.endswith(b"\n"):
+                while (more := f.readline(1 << 20)) and not more.endswith(b"\n"):
+                    pass
+                yield lineno, offset, TOO_LONG
+            elif raw.strip():
+                yield lineno, offset, raw
+
+
+def _id_at(path: Path, offset: int, id_field: str) -> str | None:
+    """The `id_field` value of the line starting at byte `offset`, as iter_seeds reads it."""
+    with path.open("rb") as f:
+        f.seek(offset)
+        raw = f.readline(max_line_bytes() + 1)
+    record, _ = _load(raw)
+    if isinstance(record, dict) and record.get(id_field) is not None:
+        return str(record[id_field])
+    return None
+
+
 def iter_seeds(config: JsonlConfig, base_dir: str | Path | None = None, start: int = 0) -> Iterator[Seed]:
     """One seed per non-blank line; `index` counts those lines. Lines before `start` are not turned
     into seeds (with `id_field` their ids are still read, so a repeat after a resume is caught).
@@ -77,19 +107,24 @@ def iter_seeds(config: JsonlConfig, base_dir: str | Path | None = None, start: i
     """
     path = absolute(config.path, base_dir)
     stop = stop_index(config.limit, None)
-    seen: dict[str, int] = {}  # id -> the line it was first used on
-    for index, (lineno, raw) in enumerate(_lines(path)):
+    id_field = config.id_field
+    seen = None
+    if id_field is not None:
+        from mmsynth.factory.seeds.id_index import IdIndex  # numpy: only for a source with id_field
+
+        seen = IdIndex(lambda offset: _id_at(path, offset, id_field))
+    for index, (lineno, offset, raw) in enumerate(_lines_at(path)):
         if stop is not None and index >= stop:
             return
         if index < start:
-            if config.id_field is not None:
+            if seen is not None:
                 record, _ = _load(raw)
-                if isinstance(record, dict) and record.get(config.id_field) is not None:
-                    seen.setdefault(str(record[config.id_field]), lineno)
+                if isinstance(record, dict) and record.get(id_field) is not None:
+                    seen.first_line(str(record[id_field]), lineno, offset)
             continue
         seed = _parse(config, path, index, lineno, raw)
-        if config.id_field is not None and seed.error is None:
-            first = seen.setdefault(seed.id, lineno)
+        if seen is not None and seed.error is None:
+            first = seen.first_line(seed.id, lineno, offset)
             if first != lineno:
                 seed = Seed(
                     id=seed_id("jsonl", index, raw),
