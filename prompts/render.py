@@ -12,9 +12,10 @@ from jinja2.exceptions import SecurityError, UndefinedError
 from jinja2.runtime import Context
 
 from mmsynth.prompts.errors import TemplateRenderError
+from mmsynth.prompts.limits import TemplateLimitError, collect_output, render_budget
 from mmsynth.prompts.media import ImageRef
 from mmsynth.prompts.messages import ImagePart, Message, Part, RenderedPrompt, TextPart
-from mmsynth.prompts.sandbox import ENV, TemplateLimitError, collect_output, render_budget
+from mmsynth.prompts.sandbox import ENV
 from mmsynth.prompts.template import BLOCKS, PromptTemplate
 
 _MARK = "\x00mmsynth-image:{nonce}:"

@@ -20,143 +20,26 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import threading
-import time
 import types
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 from jinja2 import StrictUndefined, Undefined, filters, nodes, pass_environment, pass_eval_context
 from jinja2.compiler import CodeGenerator
-from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import Namespace
 
-# --- limits ----------------------------------------------------------------------------------------
-
-ENV_MAX_CHARS = "MMSYNTH_TEMPLATE_MAX_CHARS"
-ENV_TIMEOUT = "MMSYNTH_TEMPLATE_TIMEOUT"
-ENV_MAX_RANGE = "MMSYNTH_TEMPLATE_MAX_RANGE"
-# Integers a template computes: far above any real prompt's arithmetic, far below a slow bignum.
-MAX_INT_BITS = 4096
-
-
-class TemplateLimitError(SecurityError):
-    """A template went over one of the sandbox's limits."""
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_chars: int = 1_000_000  # characters of output, and of any string or list built on the way
-    timeout: float = 10.0  # seconds per render
-    max_range: int = 100_000  # items of one range()
-
-
-def _env_number(name: str, default: float, kind: type) -> Any:
-    raw = os.environ.get(name)
-    if raw is None or not raw.strip():
-        return default
-    try:
-        value = kind(raw)
-    except ValueError:
-        value = None
-    if value is None or not value > 0 or (isinstance(value, float) and not math.isfinite(value)):
-        raise ValueError(f"environment variable {name}={raw!r} must be a positive {kind.__name__}")
-    return value
-
-
-def limits() -> Limits:
-    """The limits now in force: those of the render running on this thread (read when it began), else
-    the defaults changed by the environment variables above. Read once per render: the checks below ask
-    for them several times per block, and three environment look-ups each time cost a tenth of a render."""
-    lim = _budget.limits
-    return lim if lim is not None else _read_limits()
-
-
-def _read_limits() -> Limits:
-    d = Limits()
-    return Limits(
-        max_chars=_env_number(ENV_MAX_CHARS, d.max_chars, int),
-        timeout=_env_number(ENV_TIMEOUT, d.timeout, float),
-        max_range=_env_number(ENV_MAX_RANGE, d.max_range, int),
-    )
-
-
-class _Budget(threading.local):
-    deadline: float | None = None
-    timeout: float = 0.0
-    limits: Limits | None = None
-    fixed: Limits | None = None  # set by `fixed_limits`
-
-
-_budget = _Budget()
-
-
-@contextmanager
-def render_budget() -> Iterator[Limits]:
-    """A deadline for the render in this block (this thread only); yields the limits in force."""
-    lim = _budget.fixed or _read_limits()
-    outer = _budget.deadline, _budget.timeout, _budget.limits
-    _budget.deadline, _budget.timeout = time.monotonic() + lim.timeout, lim.timeout
-    _budget.limits = lim
-    try:
-        yield lim
-    finally:
-        _budget.deadline, _budget.timeout, _budget.limits = outer
-
-
-@contextmanager
-def fixed_limits() -> Iterator[Limits]:
-    """Renders in this block (this thread) use the limits read once at its start, for a caller that
-    renders many prompts in a row (the engine, a chunk at a time): three environment look-ups per
-    render cost a sixth of a short one. Each render still gets its own deadline."""
-    outer = _budget.fixed
-    _budget.fixed = _read_limits()
-    try:
-        yield _budget.fixed
-    finally:
-        _budget.fixed = outer
-
-
-def check_deadline() -> None:
-    if _budget.deadline is not None and time.monotonic() > _budget.deadline:
-        raise TemplateLimitError(
-            f"the template took more than {_budget.timeout:g} s to render (set {ENV_TIMEOUT} to allow more)"
-        )
-
-
-def _too_big(what: str, size: int, cap: int) -> TemplateLimitError:
-    return TemplateLimitError(
-        f"{what} would be {size:,} characters or items, over the limit of {cap:,} (set {ENV_MAX_CHARS} to allow more)"
-    )
-
-
-def _check_size(what: str, size: int) -> None:
-    cap = limits().max_chars
-    if size > cap:
-        raise _too_big(what, size, cap)
-
-
-def _check_int(what: str, value: Any) -> None:
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > limits().max_chars:
-        raise _too_big(what, abs(value), limits().max_chars)
-
-
-def collect_output(chunks: Iterable[str]) -> str:
-    """Join a block's output as it streams, within the size limit and the deadline."""
-    cap, out, size = limits().max_chars, [], 0
-    for chunk in chunks:
-        size += len(chunk)
-        if size > cap:
-            raise _too_big("the rendered text", size, cap)
-        check_deadline()
-        out.append(chunk)
-    return "".join(out)
-
+from mmsynth.prompts.limits import (
+    ENV_MAX_RANGE,
+    MAX_INT_BITS,
+    TemplateLimitError,
+    check_deadline,
+    check_int,
+    check_size,
+    limits,
+    too_big,
+)
 
 # --- the checked operations ------------------------------------------------------------------------
 
@@ -168,7 +51,7 @@ def _checked_binop(op: str, left: Any, right: Any) -> None:
     if op == "*":
         for seq, n in ((left, right), (right, left)):
             if isinstance(seq, _SIZED) and isinstance(n, int):
-                _check_size("a repeated string or list", len(seq) * max(n, 0))
+                check_size("a repeated string or list", len(seq) * max(n, 0))
         if (
             isinstance(left, int)
             and isinstance(right, int)
@@ -182,7 +65,7 @@ def _checked_binop(op: str, left: Any, right: Any) -> None:
                 raise TemplateLimitError(f"a power over {MAX_INT_BITS} bits")
     elif op == "+":
         if isinstance(left, _SIZED) and isinstance(right, _SIZED):
-            _check_size("a joined string or list", len(left) + len(right))
+            check_size("a joined string or list", len(left) + len(right))
     elif op == "%" and isinstance(left, str):
         _check_format(left, right)
 
@@ -193,7 +76,7 @@ def _check_format(fmt: str, *args: Any) -> None:
     cap = limits().max_chars
     for m in _WIDTH.finditer(fmt):
         if len(m.group()) > 12 or int(m.group()) > cap:
-            raise _too_big("a formatted string", int(m.group()[:13]), cap)
+            raise too_big("a formatted string", int(m.group()[:13]), cap)
     values: list[Any] = []
     for a in args:
         if isinstance(a, dict):
@@ -203,7 +86,7 @@ def _check_format(fmt: str, *args: Any) -> None:
         else:
             values.append(a)
     for v in values:
-        _check_int("a formatting width", v)
+        check_int("a formatting width", v)
         _checked_str(v)
 
 
@@ -218,7 +101,7 @@ def _materialize(value: Iterable[Any]) -> list[Any]:
             check_deadline()
         size += 1 + (len(item) if isinstance(item, _SIZED) else 0)
         if size > cap:
-            raise _too_big("a list the template builds", size, cap)
+            raise too_big("a list the template builds", size, cap)
         out.append(item)
     return out
 
@@ -244,7 +127,7 @@ def _checked_str(value: Any) -> Any:
     """A list or dict is printed item by item (repr): a list of a million references to one long
     string would print terabytes. Refuse that before building the text."""
     if isinstance(value, (list, tuple, dict)) and _json_size_over(value, limits().max_chars):
-        raise _too_big("a printed list or dict", limits().max_chars + 1, limits().max_chars)
+        raise too_big("a printed list or dict", limits().max_chars + 1, limits().max_chars)
     return value
 
 
@@ -252,7 +135,7 @@ def _checked_concat(parts: Iterable[Any]) -> str:
     """`~`, `{% set %}` blocks, macros and call blocks all join through here."""
     check_deadline()
     strings = [p if isinstance(p, str) else str(_checked_str(p)) for p in parts]
-    _check_size("a joined string", sum(map(len, strings)))
+    check_size("a joined string", sum(map(len, strings)))
     return "".join(strings)
 
 
@@ -287,7 +170,7 @@ class _Namespace(Namespace):
 
     def __setitem__(self, name: str, value: Any) -> None:
         if isinstance(value, _SIZED):
-            _check_size(f"namespace value '{name}'", len(value))
+            check_size(f"namespace value '{name}'", len(value))
         super().__setitem__(name, value)
 
 
@@ -295,15 +178,15 @@ def _str_method_check(name: str, s: str, args: tuple, kwargs: dict[str, Any]) ->
     """Refuse a str method call whose result would be over the size limit; returns the arguments to
     call it with (`join`'s iterable made a list, so that it is read once)."""
     if name in ("center", "ljust", "rjust", "zfill") and args:
-        _check_int(f"str.{name} width", args[0])
+        check_int(f"str.{name} width", args[0])
     elif name == "expandtabs":
-        _check_size("str.expandtabs", len(s) * max(int((args or [8])[0]), 1))
+        check_size("str.expandtabs", len(s) * max(int((args or [8])[0]), 1))
     elif name == "replace" and len(args) >= 2:
         count = args[2] if len(args) > 2 else s.count(str(args[0])) + 1
-        _check_size("str.replace", len(s) + len(str(args[1])) * max(min(count, len(s) + 1), 0))
+        check_size("str.replace", len(s) + len(str(args[1])) * max(min(count, len(s) + 1), 0))
     elif name == "join" and args:
         items = _materialize(args[0])
-        _check_size("str.join", sum(len(str(x)) for x in items) + len(s) * len(items))
+        check_size("str.join", sum(len(str(x)) for x in items) + len(s) * len(items))
         return (items, *args[1:])
     elif name in ("format", "format_map"):
         _check_format(s, args, kwargs)
@@ -324,20 +207,20 @@ def _tojson(value: Any, indent: int | None = None) -> str:
         raise TypeError(f"Object of type {type(o).__name__} is not JSON serializable")
 
     if _json_size_over(value, limits().max_chars):
-        raise _too_big("tojson output", limits().max_chars + 1, limits().max_chars)
+        raise too_big("tojson output", limits().max_chars + 1, limits().max_chars)
     out = json.dumps(value, ensure_ascii=False, indent=indent, default=undefined)
-    _check_size("tojson output", len(out))
+    check_size("tojson output", len(out))
     return out
 
 
 def _center(value: Any, width: int = 80) -> str:
-    _check_int("center width", width)
+    check_int("center width", width)
     return filters.do_center(value, width)
 
 
 def _indent(s: str, width: int | str = 4, first: bool = False, blank: bool = False) -> str:
     pad = len(width) if isinstance(width, str) else width
-    _check_size("indented text", len(str(s)) + max(pad, 0) * (str(s).count("\n") + 1))
+    check_size("indented text", len(str(s)) + max(pad, 0) * (str(s).count("\n") + 1))
     return filters.do_indent(s, width, first, blank)
 
 
@@ -345,7 +228,7 @@ def _indent(s: str, width: int | str = 4, first: bool = False, blank: bool = Fal
 def _wordwrap(environment, s, width=79, break_long_words=True, wrapstring=None, break_on_hyphens=True):
     text = str(s)
     sep = len(wrapstring if wrapstring is not None else environment.newline_sequence)
-    _check_size("wrapped text", len(text) + (len(text) // max(int(width), 1) + 1) * sep)
+    check_size("wrapped text", len(text) + (len(text) // max(int(width), 1) + 1) * sep)
     return filters.do_wordwrap(environment, s, width, break_long_words, wrapstring, break_on_hyphens)
 
 
@@ -363,12 +246,12 @@ def _replace(eval_ctx, s, old, new, count=None):
 @pass_eval_context
 def _join(eval_ctx, value, d="", attribute=None):
     items = _materialize(value)
-    _check_size("joined text", sum(len(str(x)) for x in items) + len(str(d)) * len(items))
+    check_size("joined text", sum(len(str(x)) for x in items) + len(str(d)) * len(items))
     return filters.sync_do_join(eval_ctx, items, d, attribute)
 
 
 def _slice(value, slices, fill_with=None):
-    _check_int("slice count", slices)
+    check_int("slice count", slices)
     return filters.sync_do_slice(value, slices, fill_with)
 
 
@@ -391,7 +274,7 @@ def _unique(environment, value, case_sensitive=False, attribute=None):
 
 
 def _batch(value, linecount, fill_with=None):
-    _check_int("batch size", linecount)
+    check_int("batch size", linecount)
     return filters.do_batch(_materialize(value), linecount, fill_with)
 
 

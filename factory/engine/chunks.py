@@ -38,7 +38,7 @@ from mmsynth.factory.engine.stats import ChunkStats
 from mmsynth.factory.engine.validate import validate_records
 from mmsynth.factory.seeds.base import Seed
 from mmsynth.generators.types import GenerationRequest
-from mmsynth.prompts.sandbox import fixed_limits
+from mmsynth.prompts.limits import fixed_limits
 
 
 @dataclass

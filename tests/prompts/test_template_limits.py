@@ -126,7 +126,7 @@ def test_limits_are_configurable_and_bad_values_are_named(monkeypatch):
 
 
 def test_fixed_limits_are_read_once_for_the_block_and_each_render_still_checks_them(monkeypatch):
-    from mmsynth.prompts.sandbox import fixed_limits
+    from mmsynth.prompts.limits import fixed_limits
 
     t = parse_template(source("{{ 'x' * 200000 }}"), "mem/hostile.j2")
     monkeypatch.setenv("MMSYNTH_TEMPLATE_MAX_CHARS", "300000")
@@ -141,7 +141,7 @@ def test_fixed_limits_are_read_once_for_the_block_and_each_render_still_checks_t
 
 
 def test_defaults_are_documented_values(monkeypatch):
-    from mmsynth.prompts.sandbox import limits
+    from mmsynth.prompts.limits import limits
 
     for name in ("MMSYNTH_TEMPLATE_MAX_CHARS", "MMSYNTH_TEMPLATE_TIMEOUT", "MMSYNTH_TEMPLATE_MAX_RANGE"):
         monkeypatch.delenv(name)
