@@ -3,6 +3,9 @@
 
 The plain line is written at most every PLAIN_EVERY_S seconds; the test sets that to 0 so that every
 answered batch writes one, and the run's middle (requests on the wire, answers already counted) shows.
+
+It uses the session's servers, which the last test of test_server.py stops: this file's name sorts
+before it.
 """
 
 from __future__ import annotations
@@ -64,7 +67,7 @@ def test_the_plain_lines_carry_the_servers_row_with_throughput_during_the_run(
     err = io.StringIO()  # not a terminal, whatever pytest's capture mode: the plain lines
     monkeypatch.setattr(sys, "stderr", err)
     recipe = write_recipe(tmp_path / "recipe.yaml", tiny_vlm, vlm_pool.urls[0])
-    assert main(["run", str(recipe), "--out", str(tmp_path / "run")]) == 0
+    assert main(["run", str(recipe), "--out", str(tmp_path / "run")]) == 0, err.getvalue()[-3000:]
 
     lines = [line for line in err.getvalue().splitlines() if line.startswith("[mmsynth] requests")]
     assert len(lines) >= 3, err.getvalue()[-2000:]
