@@ -50,6 +50,9 @@ _SPACE = re.compile(r"\s+")
 # Control characters that are not layout (tab, newline, carriage return), surrogates, private use, unassigned.
 _BAD_CATEGORIES = frozenset({"Cc", "Cs", "Co", "Cn"})
 _LAYOUT = frozenset("\t\n\r")
+# The same set within ASCII (control characters but layout: ASCII has no Cs, Co or Cn): most outputs
+# are ASCII, and one regex pass is several times cheaper than a category look-up per character.
+_ASCII_BAD = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 class HeuristicsConfig(ValidatorConfig):
@@ -247,8 +250,10 @@ class HeuristicsValidator(ConfiguredValidator[HeuristicsConfig]):
         out = _ngrams(words, cfg.echo_ngram_size)
         if not out:
             return None
-        prompt = set(_ngrams(_WORD.findall(prompt_text.lower()), cfg.echo_ngram_size))
-        share = sum(g in prompt for g in out) / len(out)
+        # An n-gram of words is in the prompt's word sequence when its space-joined text is in the prompt's,
+        # between spaces (words hold no spaces): substring searches instead of a set of the prompt's n-grams.
+        prompt = f" {' '.join(_WORD.findall(prompt_text.lower()))} "
+        share = sum(f" {' '.join(g)} " in prompt for g in out) / len(out)
         if share > cfg.max_prompt_echo:
             return (
                 f"prompt echo: {share:.0%} of output copies the prompt (max {cfg.max_prompt_echo:.0%})",
@@ -261,7 +266,12 @@ class HeuristicsValidator(ConfiguredValidator[HeuristicsConfig]):
         if not text:
             return None
         if cfg.max_control_char_share is not None:
-            bad = sum(1 for ch in text if ch not in _LAYOUT and unicodedata.category(ch) in _BAD_CATEGORIES)
+            if text.isascii():
+                bad = len(_ASCII_BAD.findall(text))
+            else:
+                bad = sum(
+                    1 for ch in text if ch not in _LAYOUT and unicodedata.category(ch) in _BAD_CATEGORIES
+                )
             share = bad / len(text)
             if share > cfg.max_control_char_share:
                 return (

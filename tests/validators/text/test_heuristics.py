@@ -211,3 +211,29 @@ def test_script_check_keeps_the_asked_writing_system_and_rejects_another():
     assert latin.keep and mixed_ok.keep  # one Greek letter in 40 Latin ones is within 90%
     assert not cyrillic.keep and cyrillic.reason.startswith("script: 0% of letters in latin")
     assert "most others cyrillic" in cyrillic.reason
+
+
+def test_the_ascii_charset_path_counts_what_the_category_path_counts(make_candidate):
+    # ASCII text takes a regex instead of a category look-up per character: each of the 128 ASCII
+    # characters, in a clean text, is bad for one path exactly when it is bad for the other.
+    import unicodedata
+
+    v = HeuristicsValidator(HeuristicsConfig(max_control_char_share=0.0, reject_truncated=False))
+    for code in range(128):
+        ch = chr(code)
+        text = f"A clean caption {ch}of a dog."
+        bad = ch not in "\t\n\r" and unicodedata.category(ch) in {"Cc", "Cs", "Co", "Cn"}
+        verdict = v.check([make_candidate(text)])[0]
+        assert verdict.keep == (not bad), (code, verdict.reason)
+
+
+def test_prompt_echo_counts_only_whole_word_ngrams_of_the_prompt(make_candidate):
+    # The prompt's n-grams are matched as whole words in order: "the light" inside "the lighthouse"
+    # is not an echo, and n-grams that straddle the prompt's words in another order are not either.
+    cfg = HeuristicsConfig(max_prompt_echo=0.5, echo_ngram_size=2, min_chars=1)
+    v = HeuristicsValidator(cfg)
+    prompt = "Describe the lighthouse and the setting."
+    echo = v.check([make_candidate("describe the lighthouse and the setting", prompt_text=prompt)])[0]
+    assert not echo.keep and echo.reason.startswith("prompt echo: 100%")
+    fresh = v.check([make_candidate("the light and setting the describe", prompt_text=prompt)])[0]
+    assert fresh.keep, fresh.reason
