@@ -139,6 +139,14 @@ def test_text_cannot_forge_an_image_placeholder(red):
     assert p.messages[0].parts[1] == TextPart(forged)
 
 
+def test_text_cannot_forge_an_image_placeholder_in_a_render_without_images():
+    # No image is placed, so the render makes no nonce: a placeholder-like text stays text.
+    t = tpl("{note: text}", "{% block user %}Note: {{ note }}{% endblock %}")
+    forged = "\x00mmsynth-image:0000000000000000:0\x00"
+    p = render_template(t, {"note": forged})
+    assert p.images == () and p.messages[0].parts == (TextPart("Note: " + forged),)
+
+
 def test_filter_that_changes_an_image_is_an_error(red):
     t = tpl("{image: image}", "{% block user %}{{ image | upper }}{% endblock %}")
     with pytest.raises(TemplateRenderError, match="image was changed"):
