@@ -130,16 +130,26 @@ TOO_LONG = b""  # jsonl_lines' stand-in for a line over `max_bytes` (a real line
 def jsonl_lines(path: Path, max_bytes: int | None = None) -> Iterator[tuple[int, bytes]]:
     """(1-based line number, raw line) for every non-blank line, streaming. With `max_bytes`, a longer
     line comes as TOO_LONG, skipped in bounded pieces so that its bytes are never held whole."""
+    for lineno, _, raw in jsonl_lines_at(path, max_bytes):
+        yield lineno, raw
+
+
+def jsonl_lines_at(path: Path, max_bytes: int | None = None) -> Iterator[tuple[int, int, bytes]]:
+    """jsonl_lines with each line's byte offset: (line number, offset, raw line), for a reader that
+    comes back to a line later (the seed reader's duplicate-id check)."""
     with path.open("rb") as f:
         lineno = 0
-        while raw := f.readline(-1 if max_bytes is None else max_bytes + 1):
+        while True:
+            offset = f.tell()
+            if not (raw := f.readline(-1 if max_bytes is None else max_bytes + 1)):
+                return
             lineno += 1
             if max_bytes is not None and len(raw) > max_bytes and not raw.endswith(b"\n"):
                 while (more := f.readline(1 << 20)) and not more.endswith(b"\n"):
                     pass
-                yield lineno, TOO_LONG
+                yield lineno, offset, TOO_LONG
             elif raw.strip():
-                yield lineno, raw
+                yield lineno, offset, raw
 
 
 def load_saved(path: Path, split: str | None = None) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from mmsynth.factory.seeds.base import (
     seed_id,
     stop_index,
 )
-from mmsynth.prompts.rows import TOO_LONG, jsonl_lines
+from mmsynth.prompts.rows import TOO_LONG, jsonl_lines, jsonl_lines_at
 
 FIELDS = None  # the record's own keys: see peek_fields
 
@@ -70,21 +70,7 @@ def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
 
 
 def _lines_at(path: Path) -> Iterator[tuple[int, int, bytes]]:
-    """jsonl_lines (same lines, same TOO_LONG) with each line's byte offset: (line, offset, raw)."""
-    max_bytes = max_line_bytes()
-    with path.open("rb") as f:
-        lineno = 0
-        while True:
-            offset = f.tell()
-            if not (raw := f.readline(max_bytes + 1)):
-                return
-            lineno += 1
-            if len(raw) > max_bytes and not raw.endswith(b"\n"):
-                while (more := f.readline(1 << 20)) and not more.endswith(b"\n"):
-                    pass
-                yield lineno, offset, TOO_LONG
-            elif raw.strip():
-                yield lineno, offset, raw
+    return jsonl_lines_at(path, max_line_bytes())
 
 
 def _id_at(path: Path, offset: int, id_field: str) -> str | None:
