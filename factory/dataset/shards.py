@@ -95,6 +95,22 @@ def write_shard(path: Path, records: Sequence[Record]) -> int:
     return path.stat().st_size
 
 
+def write_chunk(
+    run_dir: Path, chunk: int, records: Sequence[Record], subsets: Sequence[str]
+) -> dict[tuple[str, bool], list[Record]]:
+    """Write one chunk's records into their shards, subset by subset (train: accepted, rejected: the
+    rest; a shard with no record is not written); returns the records grouped by (task, accepted)."""
+    groups: dict[tuple[str, bool], list[Record]] = {}
+    for r in records:  # one pass: `accepted` is worked out from the verdicts each time it is read
+        groups.setdefault((r.task, r.accepted), []).append(r)
+    for subset in subsets:
+        for split in SPLITS:
+            rows = groups.get((subset, split == "train"))
+            if rows:
+                write_shard(shard_path(run_dir, subset, split, chunk), rows)
+    return groups
+
+
 def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

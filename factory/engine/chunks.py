@@ -25,7 +25,7 @@ from typing import Any
 
 from mmsynth.factory.dataset.records import Record
 from mmsynth.factory.dataset.run_dir import RunDir, write_json_atomic
-from mmsynth.factory.dataset.shards import SPLITS, shard_path, write_shard
+from mmsynth.factory.dataset.shards import write_chunk
 from mmsynth.factory.engine.answers import assemble_records
 from mmsynth.factory.engine.cache import ResponseCache
 from mmsynth.factory.engine.dispatch import Dispatcher
@@ -296,15 +296,7 @@ async def _finish_chunk(plan: Plan, run_dir: RunDir, work: ChunkWork, progress: 
     records = work.records
     work.stats.count(records, [v.name for v in plan.validators])
     written = time.monotonic()
-    # One pass sorts the records into their shards (`accepted` is worked out from the verdicts each time).
-    shards: dict[tuple[str, bool], list[Record]] = defaultdict(list)
-    for r in records:
-        shards[(r.task, r.accepted)].append(r)
-    for subset in plan.subsets:
-        for split in SPLITS:
-            rows = shards.get((subset, split == "train"))
-            if rows:
-                write_shard(shard_path(run_dir.path, subset, split, work.index), rows)
+    shards = write_chunk(run_dir.path, work.index, records, plan.subsets)
     work.stats.add_time("write", written)
     work.stats.seconds = round(time.monotonic() - work.started, 4)
     write_json_atomic(run_dir.chunk_marker(work.index), work.stats.to_dict())

@@ -18,7 +18,7 @@ import threading
 from pathlib import Path
 
 from mmsynth.factory.dataset.records import Record
-from mmsynth.factory.dataset.shards import SPLITS, shard_path, write_shard
+from mmsynth.factory.dataset.shards import shard_path, write_chunk
 from mmsynth.prompts.files import write_atomic
 
 RUN, COMPARE_A, COMPARE_B = "studio-run", "studio-compare-a", "studio-compare-b"
@@ -43,14 +43,8 @@ class SampleFolders:
             return self._write(self.path(name), records, template_ref, template_source)
 
     def _write(self, folder: Path, records: list[Record], template_ref: str, template_source: bytes) -> Path:
-        written = set()
-        for task in dict.fromkeys(r.task for r in records):
-            for split in SPLITS:
-                rows = [r for r in records if r.task == task and r.accepted == (split == "train")]
-                if rows:
-                    path = shard_path(folder, task, split, 0)
-                    write_shard(path, rows)  # atomic: the viewer never reads half a shard
-                    written.add(path)
+        groups = write_chunk(folder, 0, records, list(dict.fromkeys(r.task for r in records)))
+        written = {shard_path(folder, task, "train" if ok else "rejected", 0) for task, ok in groups}
         for old in (folder / "data").glob("*/*.parquet"):
             if old not in written:
                 old.unlink()
