@@ -84,7 +84,7 @@ def build_scene_student(
 
 def _build(out: Path, seed: int, config: SceneStudentConfig, log) -> dict:
     import torch
-    from transformers import GenerationConfig, Idefics3ForConditionalGeneration, Idefics3Processor
+    from transformers import Idefics3ForConditionalGeneration, Idefics3Processor
 
     from mmsynth.generators.tiny import scene_vlm
     from mmsynth.generators.tiny.builders import _idefics3_image_processor
@@ -101,11 +101,8 @@ def _build(out: Path, seed: int, config: SceneStudentConfig, log) -> dict:
     torch.manual_seed(seed)
     model = Idefics3ForConditionalGeneration(scene_vlm._model_config(vcfg, tok)).to(torch.float32).train()
     scene_vlm._pretrain_vision(model, vcfg, log, start=config.vision_start)
-    model.eval()
     eos, pad = tok.convert_tokens_to_ids("<end_of_utterance>"), tok.convert_tokens_to_ids("<|endoftext|>")
-    model.generation_config = GenerationConfig(eos_token_id=[eos, pad], pad_token_id=pad, max_new_tokens=64)
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
+    scene_vlm.save_model(model, processor, out, eos, pad)
     summary = {
         "builder_version": BUILDER_VERSION,
         "build_key": build_key(config, seed),

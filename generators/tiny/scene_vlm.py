@@ -241,6 +241,16 @@ def _cell_head(config: SceneVLMConfig):
     return torch.nn.Linear(config.text_hidden, AUX_CLASSES + 9)
 
 
+def save_model(model, processor, out: Path, eos: int, pad: int) -> None:
+    """Save a trained tiny Idefics3 in eval mode, generation stopping at end of turn or padding."""
+    from transformers import GenerationConfig
+
+    model.eval()
+    model.generation_config = GenerationConfig(eos_token_id=[eos, pad], pad_token_id=pad, max_new_tokens=64)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+
+
 def _pretrain_vision(model, config: SceneVLMConfig, log, start: int = sd.VISION_START) -> None:
     """Stage 1: the vision tower and connector learn to say, in each image token, what its grid cell
     holds (size, colour, shape, or empty) and which cell it is, through a linear head dropped after.
@@ -293,7 +303,7 @@ def _build(out: Path, seed: int, config: SceneVLMConfig, log) -> dict:
     import math
 
     import torch
-    from transformers import GenerationConfig, Idefics3ForConditionalGeneration, Idefics3Processor
+    from transformers import Idefics3ForConditionalGeneration, Idefics3Processor
 
     from mmsynth.generators.tiny.builders import _idefics3_image_processor
 
@@ -352,11 +362,7 @@ def _build(out: Path, seed: int, config: SceneVLMConfig, log) -> dict:
         losses.append(loss.item())
         if step % 100 == 0 or step == config.steps - 1:
             log(f"step {step}: loss {sum(losses[-100:]) / len(losses[-100:]):.3f}")
-    model.eval()
-    eos = encoder.eos
-    model.generation_config = GenerationConfig(eos_token_id=[eos, pad], pad_token_id=pad, max_new_tokens=64)
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
+    save_model(model, processor, out, encoder.eos, pad)
     summary = {
         "builder_version": BUILDER_VERSION,
         "build_key": build_key(config, seed),
